@@ -1,0 +1,1001 @@
+"""The one engine that reads every report: declarative columns in, validated canonical rows out.
+
+Why this shape: a report is described by a table of ``Column`` s (name, kind, required, length,
+allowed values, canonical field) and a mapping of canonical fields to expressions over those columns.
+The engine compiles that description to a single DuckDB query, so a 10-million-line settlement file
+is validated and normalised column-wise in one pass, while a two-line summary section goes through
+exactly the same rules. Columns are found by header name; unknown columns are kept in ``extras``.
+
+Every cell that breaks a rule becomes a typed ``FormatError`` with file, physical line and column.
+Line numbers are exact: from the record index when the file has no quotes and no blank lines, else
+from a pass of Python's ``csv`` module over the file that yields the physical start line of each
+record (the same RFC 4180 record boundaries DuckDB uses).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from .. import errors
+from ..clock import DATE_RE, TIMESTAMP_RE, UTC8_MINUTES
+from ..money import all_exponents
+from ..schema import DECLARED, REPORT_LINE
+
+__all__ = [
+    "Column",
+    "Declared",
+    "Kind",
+    "Layout",
+    "ParseOptions",
+    "ParsedFile",
+    "SourceFile",
+    "TRAILER",
+    "compile_layout",
+    "convert_rows",
+    "new_connection",
+    "read_csv_body",
+    "read_head_lines",
+    "read_xlsx_rows",
+    "resolve_header",
+]
+
+TRAILER = "<END>"
+_MB = 1024 * 1024
+_SPLIT_RE = re.compile(r"\{([^{}]+)\}")
+_MAJOR_RE = r"[+-]?[0-9]+(\.[0-9]+)?"
+_MINOR_RE = r"[+-]?[0-9]+"
+_OFFSET_TAIL_RE = r"(Z|[+-][0-9]{2}:?[0-9]{2})$"
+# A cell a spreadsheet would evaluate: =, @, tab/CR prefix, or +/- followed by something that is not
+# a number ("-cmd|' /C calc'!A0"). Plain signed numbers stay legal.
+_FORMULA_RE = r"^([=@\t\r]|[+-][^0-9. ])"
+
+
+class Kind(StrEnum):
+    TEXT = "text"
+    INTEGER = "integer"
+    AMOUNT = "amount"
+    CURRENCY = "currency"
+    TIMESTAMP = "timestamp"
+    DATE = "date"
+    COMPACT_DATE = "compact_date"
+    DECIMAL = "decimal"
+    ENUM = "enum"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One documented column.
+
+    ``required``: must be in the header. ``nonempty``: every row must have a value. ``currency`` (for
+    amounts): the column(s) holding the currency, tried in order, or ``@key`` for a value from the file
+    name, or ``=XXX`` for a fixed code. ``unit``: ``major`` or ``minor``; ``None`` takes the layout's
+    (configurable) default. ``strict``: an enum value outside ``allowed`` is an error, not a warning.
+    ``source``: where the fact comes from (spec section), shown in docs and errors.
+    """
+
+    name: str
+    kind: Kind = Kind.TEXT
+    required: bool = False
+    nonempty: bool = False
+    max_length: int | None = None
+    allowed: tuple[str, ...] = ()
+    strict: bool = False
+    currency: tuple[str, ...] = ()
+    unit: str | None = None
+    aliases: tuple[str, ...] = ()
+    date_ok: bool = False  # TIMESTAMP columns only: a bare yyyy-MM-dd is midnight at the default offset
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A table: its columns and how they become output fields.
+
+    ``outputs`` maps an output field to a SQL template in which ``{col}`` is the converted value of a
+    column (``NULL`` when the header lacks it), ``{col:raw}`` its text, ``{col:offset}`` the UTC offset
+    in minutes of a timestamp and ``{@key}`` a value from the file name.
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    outputs: Mapping[str, str]
+    amount_unit: str = "major"
+    null_tokens: tuple[str, ...] = ()
+    default_offset_minutes: int = UTC8_MINUTES
+    keep_extras: bool = True
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    def with_options(self, *, amount_unit: str | None = None, aliases: Mapping[str, Sequence[str]] | None = None,
+                     keep_extras: bool | None = None) -> Layout:
+        """A copy with configuration applied (unit and header aliases are user-correctable facts)."""
+        cols = self.columns
+        if aliases:
+            cols = tuple(
+                Column(**{**c.__dict__, "aliases": (*c.aliases, *aliases.get(c.name, ()))}) for c in cols
+            )
+        return Layout(
+            name=self.name,
+            columns=cols,
+            outputs=self.outputs,
+            amount_unit=amount_unit or self.amount_unit,
+            null_tokens=self.null_tokens,
+            default_offset_minutes=self.default_offset_minutes,
+            keep_extras=self.keep_extras if keep_extras is None else keep_extras,
+        )
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """User-tunable parsing limits and corrections (filled from the workspace config)."""
+
+    max_line_bytes: int = 1 * _MB
+    max_problems: int = 200
+    exponents: Mapping[str, int] = field(default_factory=dict)
+    # (family, report) -> "major" | "minor": the Antom amount unit is contradictory in the docs (antom.md 9)
+    amount_units: Mapping[str, str] = field(default_factory=dict)
+    # "family.report" -> {documented column: [header names used by this provider]}
+    aliases: Mapping[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
+    keep_extras: bool = True
+
+
+@dataclass
+class Declared:
+    """A figure the file states about itself; see ``schema.DECLARED``."""
+
+    scope: str
+    figure: str
+    value: int | None
+    line_no: int
+    currency: str | None = None
+    batch_id: str | None = None
+    direction: str | None = None
+
+
+def new_connection(database: str = ":memory:", *, exponents: Mapping[str, int] | None = None,
+                   threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection in UTC with the alirecon SQL macros installed."""
+    con = duckdb.connect(database)
+    con.execute("SET TimeZone='UTC'")
+    if threads:
+        con.execute(f"SET threads={int(threads)}")
+    if memory_limit:
+        con.execute(f"SET memory_limit='{memory_limit}'")
+    install_macros(con, exponents)
+    return con
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> Any:
+    """The single value of a query (fetches everything, so the connection is free afterwards)."""
+    rows = con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def install_macros(con: duckdb.DuckDBPyConnection, exponents: Mapping[str, int] | None = None) -> None:
+    """SQL helpers shared by every compiled layout (same rules as ``money`` and ``clock``)."""
+    table = all_exponents(exponents)
+    entries = ", ".join(f"{_sql_str(code)}: {exp}" for code, exp in sorted(table.items()))
+    con.execute(f"CREATE OR REPLACE TEMP MACRO ar_exp(c) AS (MAP {{{entries}}})[c]")
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO ar_pow10(e) AS "
+        "CASE e WHEN 0 THEN 1 WHEN 1 THEN 10 WHEN 2 THEN 100 WHEN 3 THEN 1000 WHEN 4 THEN 10000 END"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO ar_major(v, c) AS "
+        "CAST(TRY_CAST(v AS DECIMAL(18,4)) * ar_pow10(ar_exp(c)) AS BIGINT)"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO ar_ts(v, d) AS TRY_CAST(CASE WHEN regexp_matches(v, "
+        f"{_sql_str(_OFFSET_TAIL_RE)}) THEN v ELSE v || d END AS TIMESTAMPTZ)"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO ar_ts_offset(v, dm) AS CASE "
+        f"WHEN NOT regexp_matches(v, {_sql_str(_OFFSET_TAIL_RE)}) THEN dm "
+        f"WHEN regexp_extract(v, {_sql_str(_OFFSET_TAIL_RE)}) = 'Z' THEN 0 "
+        "ELSE (CASE WHEN regexp_extract(v, '([+-])[0-9]{2}:?[0-9]{2}$', 1) = '-' THEN -1 ELSE 1 END) * "
+        "(CAST(regexp_extract(v, '([0-9]{2}):?[0-9]{2}$', 1) AS INTEGER) * 60 + "
+        "CAST(regexp_extract(v, '([0-9]{2})$', 1) AS INTEGER)) END"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiling a layout against a header
+
+
+@dataclass(frozen=True)
+class _Rule:
+    column: str
+    column_index: int  # 1-based position in the header
+    code: str
+    severity: str
+    sql: str  # true when the rule is broken
+    expected: str
+
+
+@dataclass
+class Compiled:
+    """A layout bound to one header: the SELECT list, the rules, and what was found where."""
+
+    select: list[str]
+    outputs: frozenset[str]
+    rules: list[_Rule]
+    found: dict[str, int]  # documented column name -> 0-based header index
+    extras: list[int]  # header indexes kept as extras
+    bad_sql: str
+    warn_sql: str
+
+
+def resolve_header(layout: Layout, header: Sequence[str]) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    """Find each documented column in ``header``: exact name, then case-insensitive, then aliases.
+
+    Returns the mapping and a list of header problems ``(code, name, index)``.
+    """
+    problems: list[tuple[str, str, int]] = []
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name == "":
+            problems.append(("empty_header_cell", name, i))
+        elif name in seen:
+            problems.append(("duplicate_column", name, i))
+        else:
+            seen[name] = i
+    lower: dict[str, int] = {}
+    for name, i in seen.items():
+        lower.setdefault(name.lower(), i)
+    found: dict[str, int] = {}
+    taken: set[int] = set()
+    for col in layout.columns:
+        idx = seen.get(col.name)
+        if idx is None:
+            for candidate in (col.name, *col.aliases):
+                idx = seen.get(candidate, lower.get(candidate.lower()))
+                if idx is not None:
+                    break
+        if idx is not None and idx not in taken:
+            found[col.name] = idx
+            taken.add(idx)
+        elif col.required:
+            problems.append(("missing_column", col.name, -1))
+    return found, problems
+
+
+def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str] | None = None,
+                   *, has_extras: bool | None = None) -> Compiled:
+    """Bind ``layout`` to ``header`` (source columns are named ``c0``, ``c1``, ...)."""
+    meta = meta or {}
+    found, _ = resolve_header(layout, header)
+    nulls = ("",) + tuple(layout.null_tokens)
+    null_list = ", ".join(_sql_str(t) for t in nulls)
+
+    def value(i: int) -> str:
+        return f"(CASE WHEN c{i} IN ({null_list}) THEN NULL ELSE c{i} END)"
+
+    default_off = layout.default_offset_minutes
+    sign = "-" if default_off < 0 else "+"
+    default_off_text = _sql_str(f"{sign}{abs(default_off) // 60:02d}:{abs(default_off) % 60:02d}")
+
+    def currency_expr(col: Column) -> str:
+        parts: list[str] = []
+        for ref in col.currency:
+            if ref.startswith("="):
+                parts.append(_sql_str(ref[1:]))
+            elif ref.startswith("@"):
+                if meta.get(ref[1:]):
+                    parts.append(_sql_str(meta[ref[1:]]))
+            elif ref in found:
+                parts.append(value(found[ref]))
+        if not parts:
+            return "CAST(NULL AS VARCHAR)"
+        return parts[0] if len(parts) == 1 else f"COALESCE({', '.join(parts)})"
+
+    converted: dict[str, str] = {}
+    offsets: dict[str, str] = {}
+    raws: dict[str, str] = {}
+    rules: list[_Rule] = []
+    for col in layout.columns:
+        if col.name not in found:
+            continue
+        i = found[col.name]
+        v = value(i)
+        raws[col.name] = v
+        pos = i + 1
+
+        def rule(code: str, sql: str, expected: str, severity: str = "error",
+                 _col: Column = col, _pos: int = pos, _v: str = v) -> None:
+            # Rules judge values; an empty cell is only wrong where ``nonempty`` says so.
+            rules.append(_Rule(_col.name, _pos, code, severity, f"({_v} IS NOT NULL AND ({sql}))", expected))
+
+        if col.nonempty:
+            rules.append(_Rule(col.name, pos, "missing_value", "error", f"{v} IS NULL", "a value"))
+        if col.max_length:
+            rule("too_long", f"length({v}) > {col.max_length}", f"at most {col.max_length} characters")
+        if col.kind in (Kind.TEXT, Kind.ENUM):
+            rule("formula_cell", f"regexp_matches({v}, {_sql_str(_FORMULA_RE)})", "text, not a formula")
+        if col.kind is Kind.TEXT:
+            converted[col.name] = v
+        elif col.kind is Kind.ENUM:
+            converted[col.name] = f"upper({v})"
+            if col.allowed:
+                allowed = ", ".join(_sql_str(a.upper()) for a in col.allowed)
+                rule(
+                    "bad_value" if col.strict else "unknown_value",
+                    f"upper({v}) NOT IN ({allowed})",
+                    "one of " + "/".join(col.allowed),
+                    "error" if col.strict else "warning",
+                )
+        elif col.kind is Kind.CURRENCY:
+            converted[col.name] = v
+            rule("unknown_currency", f"ar_exp({v}) IS NULL", "an ISO 4217 currency code")
+        elif col.kind is Kind.AMOUNT:
+            unit = col.unit or layout.amount_unit
+            cx = currency_expr(col)
+            if unit == "minor":
+                rule("bad_number", f"NOT regexp_full_match({v}, {_sql_str(_MINOR_RE)})",
+                     "an integer in minor units")
+                rule("bad_number", f"TRY_CAST({v} AS BIGINT) IS NULL", "an integer within range")
+                converted[col.name] = f"TRY_CAST({v} AS BIGINT)"
+            else:
+                rule("bad_number", f"NOT regexp_full_match({v}, {_sql_str(_MAJOR_RE)})",
+                     "a decimal amount like -12.30 (no exponent, no thousands separator)")
+                rule("too_many_decimals", f"length(split_part({v}, '.', 2)) > ar_exp({cx})",
+                     "no more decimals than the currency's ISO 4217 exponent")
+                rule("bad_number", f"TRY_CAST({v} AS DECIMAL(18,4)) IS NULL", "an amount within range")
+                converted[col.name] = f"ar_major({v}, {cx})"
+            rule("missing_value", f"{cx} IS NULL", "a currency for this amount")
+        elif col.kind is Kind.INTEGER:
+            rule("bad_number", f"NOT regexp_full_match({v}, {_sql_str(_MINOR_RE)})", "an integer")
+            rule("bad_number", f"TRY_CAST({v} AS BIGINT) IS NULL", "an integer within range")
+            converted[col.name] = f"TRY_CAST({v} AS BIGINT)"
+        elif col.kind is Kind.DECIMAL:
+            rule("bad_number", f"NOT regexp_full_match({v}, {_sql_str(_MAJOR_RE)})", "a decimal number")
+            rule("bad_number", f"TRY_CAST({v} AS DECIMAL(38,18)) IS NULL",
+                 "a decimal with at most 18 decimals")
+            converted[col.name] = f"TRY_CAST({v} AS DECIMAL(38,18))"
+        elif col.kind is Kind.TIMESTAMP:
+            pattern = f"{TIMESTAMP_RE}|{DATE_RE}" if col.date_ok else TIMESTAMP_RE
+            ts = f"(CASE WHEN length({v}) = 10 THEN {v} || ' 00:00:00' ELSE {v} END)" if col.date_ok else v
+            rule("bad_date", f"NOT regexp_full_match({v}, {_sql_str(pattern)})",
+                 "an ISO 8601 timestamp like 2018-12-25T10:00:00+08:00")
+            rule("bad_date", f"ar_ts({ts}, {default_off_text}) IS NULL", "a timestamp that exists")
+            converted[col.name] = f"ar_ts({ts}, {default_off_text})"
+            offsets[col.name] = f"ar_ts_offset({ts}, {default_off})"
+        elif col.kind is Kind.DATE:
+            rule("bad_date", f"NOT regexp_full_match({v}, {_sql_str(DATE_RE)}) OR TRY_CAST({v} AS DATE) IS NULL",
+                 "a date like 2022-04-19")
+            converted[col.name] = f"TRY_CAST({v} AS DATE)"
+        elif col.kind is Kind.COMPACT_DATE:
+            rule("bad_date", f"NOT regexp_full_match({v}, '[0-9]{{8}}') OR try_strptime({v}, '%Y%m%d') IS NULL",
+                 "a date like 20220419")
+            converted[col.name] = f"CAST(try_strptime({v}, '%Y%m%d') AS DATE)"
+        else:  # pragma: no cover - Kind is exhaustive
+            raise AssertionError(col.kind)
+
+    # Columns the layout does not know are kept (and still checked for formulas).
+    extra_idx = [i for i in range(len(header)) if i not in found.values()]
+    for i in extra_idx:
+        rules.append(_Rule(header[i], i + 1, "formula_cell", "error",
+                           f"({value(i)} IS NOT NULL AND regexp_matches({value(i)}, {_sql_str(_FORMULA_RE)}))",
+                           "text, not a formula"))
+
+    used: set[str] = set()
+
+    def substitute(template: str) -> str:
+        def repl(m: re.Match[str]) -> str:
+            key = m.group(1)
+            if key.startswith("@"):
+                val = meta.get(key[1:])
+                return _sql_str(val) if val is not None else "CAST(NULL AS VARCHAR)"
+            name, _, mode = key.partition(":")
+            used.add(name)
+            if mode == "raw":
+                return raws.get(name, "CAST(NULL AS VARCHAR)")
+            if mode == "offset":
+                return offsets.get(name, "CAST(NULL AS INTEGER)")
+            if mode:
+                raise ValueError(f"unknown placeholder mode {key!r} in layout {layout.name}")
+            return converted.get(name, "NULL")
+
+        return _SPLIT_RE.sub(repl, template)
+
+    select = [f"{substitute(tpl)} AS {_ident(out)}" for out, tpl in layout.outputs.items()]
+    keep = layout.keep_extras if has_extras is None else has_extras
+    if keep:
+        extra_cols = extra_idx + [found[c.name] for c in layout.columns if c.name in found and c.name not in used]
+        extra_cols.sort()
+        if extra_cols:
+            entries = ", ".join(f"{{'k': {_sql_str(header[i])}, 'v': {value(i)}}}" for i in extra_cols)
+            select.append(f"map_from_entries(list_filter([{entries}], lambda e: e.v IS NOT NULL)) AS extras")
+        else:
+            select.append("CAST(NULL AS MAP(VARCHAR, VARCHAR)) AS extras")
+    errs = [r for r in rules if r.severity == "error"]
+    warns = [r for r in rules if r.severity != "error"]
+    return Compiled(
+        select=select,
+        outputs=frozenset([*layout.outputs, *(["extras"] if keep else [])]),
+        rules=rules,
+        found=found,
+        extras=extra_idx,
+        bad_sql=_first_broken(errs, rules),
+        warn_sql=_first_broken(warns, rules),
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _first_broken(subset: list[_Rule], all_rules: list[_Rule]) -> str:
+    if not subset:
+        return "CAST(NULL AS INTEGER)"
+    whens = " ".join(f"WHEN {r.sql} THEN {all_rules.index(r)}" for r in subset)
+    return f"CASE {whens} END"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+@dataclass
+class SourceFile:
+    """Facts about the raw bytes, gathered in one pass (run beside the DuckDB scan)."""
+
+    path: Path
+    sha256: str = ""
+    size: int = 0
+    has_quote: bool = False
+    has_blank_line: bool = False
+    ends_with_newline: bool = True
+
+    @classmethod
+    def scan(cls, path: Path) -> SourceFile:
+        h = hashlib.sha256()
+        size = 0
+        quote = blank = False
+        last = b""
+        prev_tail = b""
+        with open(path, "rb") as f:
+            while chunk := f.read(4 * _MB):
+                h.update(chunk)
+                size += len(chunk)
+                if not quote and b'"' in chunk:
+                    quote = True
+                if not blank:
+                    joined = prev_tail + chunk
+                    blank = b"\n\n" in joined or b"\n\r\n" in joined
+                prev_tail = chunk[-2:]
+                last = chunk[-1:]
+        return cls(Path(path), h.hexdigest(), size, quote, blank, last in (b"\n", b""))
+
+
+class _Scan(threading.Thread):
+    """``SourceFile.scan`` in a thread: hashing releases the GIL, so it overlaps DuckDB's read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.result: SourceFile | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = SourceFile.scan(self.path)
+        except BaseException as exc:  # re-raised in join_result
+            self.error = exc
+
+    def join_result(self) -> SourceFile:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+@dataclass
+class HeadLine:
+    line_no: int
+    text: str
+    offset: int  # byte offset of the line start
+
+
+def read_head_lines(path: Path, *, max_lines: int, max_line_bytes: int, name: str,
+                    problems: list[errors.FormatError]) -> list[HeadLine]:
+    """Decode the first lines strictly as UTF-8 (BOM stripped); stops at the first bad line."""
+    out: list[HeadLine] = []
+    with open(path, "rb") as f:
+        offset = 0
+        for n in range(1, max_lines + 1):
+            raw = f.readline(max_line_bytes + 2)
+            if not raw:
+                break
+            start = offset
+            offset += len(raw)
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                problems.append(errors.LineTooLong(
+                    f"line longer than {max_line_bytes} bytes", file=name, line=n,
+                    expected=f"at most {max_line_bytes} bytes"))
+                break
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            body = raw.rstrip(b"\r\n")
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                col = body[: exc.start].count(b",") + 1
+                problems.append(errors.BadEncoding(
+                    f"byte 0x{body[exc.start]:02x} is not UTF-8", file=name, line=n, column_index=col,
+                    expected="UTF-8", found=repr(body[exc.start:exc.start + 4])))
+                break
+            out.append(HeadLine(n, text, start))
+    return out
+
+
+def split_csv_line(text: str, delimiter: str = ",") -> list[str]:
+    return next(csv.reader([text], delimiter=delimiter, quotechar='"', strict=True), [])
+
+
+@dataclass
+class Trailer:
+    found: bool
+    line_offset: int | None  # byte offset of the <END> line
+    problems: list[errors.FormatError]
+
+
+def read_trailer(path: Path, facts: SourceFile, *, name: str, required: bool, last_line_no: int | None) -> Trailer:
+    """Check the ``<END>`` line (antom.md 4): last non-empty line, nothing but blanks after it."""
+    with open(path, "rb") as f:
+        tail_len = min(facts.size, 64 * 1024)
+        f.seek(facts.size - tail_len)
+        tail = f.read()
+    base = facts.size - tail_len
+    stripped = tail.rstrip(b"\r\n \t")
+    cut = max(stripped.rfind(b"\n"), -1) + 1
+    last = stripped[cut:].strip().rstrip(b",").strip()
+    if last == TRAILER.encode():
+        return Trailer(True, base + cut, [])
+    if not required:
+        return Trailer(False, None, [])
+    if not facts.ends_with_newline:
+        prob: errors.FormatError = errors.TruncatedFile(
+            "the file ends in the middle of a line, without the <END> trailer", file=name,
+            line=last_line_no, expected="a last line <END>", found=last[:40].decode("utf-8", "replace"))
+    else:
+        prob = errors.MissingTrailer("the last line is not <END>: the file may be incomplete", file=name,
+                                     line=last_line_no, expected="<END>",
+                                     found=last[:40].decode("utf-8", "replace"))
+    return Trailer(False, None, [prob])
+
+
+def count_lines(path: Path, upto: int | None = None) -> int:
+    """Number of newline bytes before byte offset ``upto`` (whole file when None)."""
+    n = 0
+    remaining = upto
+    with open(path, "rb") as f:
+        while True:
+            size = 4 * _MB if remaining is None else min(4 * _MB, remaining)
+            if size <= 0:
+                break
+            chunk = f.read(size)
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            if remaining is not None:
+                remaining -= len(chunk)
+    return n
+
+
+def record_start_lines(path: Path, skip_lines: int, delimiter: str = ",") -> list[int]:
+    """Physical start line of each non-blank record after ``skip_lines`` (slow path, exact)."""
+    starts: list[int] = []
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        if skip_lines:
+            for _ in itertools.islice(f, skip_lines):
+                pass
+        reader = csv.reader(f, delimiter=delimiter, quotechar='"')
+        prev = skip_lines
+        for row in reader:
+            if row:
+                starts.append(prev + 1)
+            prev = skip_lines + reader.line_num
+    return starts
+
+
+@dataclass
+class BodyResult:
+    table: str
+    rows: int
+    line_sql: str  # SQL expression giving the physical line of each row of ``table``
+    problems: list[errors.FormatError]
+    columns: frozenset[str] = frozenset()  # output fields present in ``table``
+
+
+_counter = itertools.count()
+
+
+def _tmp_name(prefix: str) -> str:
+    return f"_ar_{prefix}_{os.getpid()}_{next(_counter)}"
+
+
+def read_csv_body(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    name: str,
+    header: Sequence[str],
+    compiled: Compiled,
+    header_lines: int,
+    facts_thread: _Scan | None,
+    trailer_offset: int | None,
+    options: ParseOptions,
+    delimiter: str = ",",
+) -> tuple[BodyResult, SourceFile]:
+    """Validate and convert the records after ``header_lines`` lines in one DuckDB pass."""
+    ncols = len(header)
+    table = _tmp_name("body")
+    rej, rejscan = _tmp_name("rej"), _tmp_name("rejscan")
+    cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(ncols))
+    buffer = max(16 * _MB, 2 * options.max_line_bytes + 1)
+    source = (
+        f"read_csv({_sql_str(str(path))}, header=false, skip={header_lines}, auto_detect=false, "
+        f"columns={{{cols}}}, delim={_sql_str(delimiter)}, quote='\"', escape='\"', strict_mode=true, "
+        f"store_rejects=true, rejects_table={_sql_str(rej)}, rejects_scan={_sql_str(rejscan)}, "
+        f"rejects_limit={options.max_problems * 4}, max_line_size={options.max_line_bytes}, "
+        f"buffer_size={buffer}, encoding='utf-8')"
+    )
+    select = ", ".join([*compiled.select, f"{compiled.bad_sql} AS __bad", f"{compiled.warn_sql} AS __warn"])
+    con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM {source}")
+    facts = facts_thread.join_result() if facts_thread else SourceFile.scan(path)
+    problems: list[errors.FormatError] = []
+    reject_lines: set[int] = set()
+    rejects = con.execute(
+        f"SELECT line_byte_position, min(column_idx), any_value(error_type), any_value(csv_line), "
+        f"any_value(error_message) FROM {rej} GROUP BY line_byte_position ORDER BY line_byte_position"
+    ).fetchall()
+    con.execute(f"DROP TABLE IF EXISTS {rej}; DROP TABLE IF EXISTS {rejscan}")
+    for duck_pos, col_idx, etype, csv_line, message in rejects:
+        pos = _line_start(path, int(duck_pos))
+        line_no = count_lines(path, pos) + 1
+        if trailer_offset is not None and pos == trailer_offset:
+            continue
+        reject_lines.add(line_no)
+        problems.append(_reject_problem(path, name, line_no, pos, col_idx, str(etype), csv_line or "",
+                                        message or "", ncols, options))
+    rows = scalar(con, f"SELECT count(*) FROM {table}")
+    first_line = header_lines + 1
+    if not facts.has_quote and not facts.has_blank_line and not reject_lines:
+        line_sql = f"(rowid + {first_line})"
+    else:
+        starts = [s for s in record_start_lines(path, header_lines, delimiter) if s not in reject_lines]
+        if trailer_offset is not None:
+            trailer_line = count_lines(path, trailer_offset) + 1
+            starts = [s for s in starts if s != trailer_line]
+        starts = starts[:rows] + [0] * max(0, rows - len(starts))
+        linemap = _tmp_name("lines")
+        con.register(linemap + "_arrow", pa.table({"idx": pa.array(range(len(starts)), pa.int64()),
+                                                   "line": pa.array(starts, pa.int64())}))
+        con.execute(f"CREATE TEMP TABLE {linemap} AS SELECT * FROM {linemap}_arrow")
+        con.unregister(linemap + "_arrow")
+        con.execute(f"ALTER TABLE {table} ADD COLUMN __line BIGINT")
+        con.execute(f"UPDATE {table} SET __line = {linemap}.line FROM {linemap} WHERE {linemap}.idx = {table}.rowid")
+        con.execute(f"DROP TABLE {linemap}")
+        line_sql = "__line"
+    return BodyResult(table, rows, line_sql, problems, compiled.outputs), facts
+
+
+def _line_start(path: Path, duck_pos: int) -> int:
+    """DuckDB reports 1-based line byte positions; find the real 0-based start of that line."""
+    with open(path, "rb") as f:
+        for candidate in (duck_pos - 1, duck_pos):
+            if candidate <= 0:
+                return 0
+            f.seek(candidate - 1)
+            if f.read(1) == b"\n":
+                return candidate
+    return max(duck_pos - 1, 0)
+
+
+def _reject_problem(path: Path, name: str, line_no: int, pos: int, col_idx: int | None, etype: str,
+                    csv_line: str, message: str, ncols: int, options: ParseOptions) -> errors.FormatError:
+    found = csv_line[:80]
+    if etype == "INVALID ENCODING":
+        with open(path, "rb") as f:
+            f.seek(pos)
+            raw = f.readline(options.max_line_bytes)
+        bad_at = 0
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad_at = exc.start
+        return errors.BadEncoding(f"byte 0x{raw[bad_at]:02x} is not UTF-8" if raw else "invalid UTF-8",
+                                  file=name, line=line_no, column_index=raw[:bad_at].count(b",") + 1,
+                                  expected="UTF-8", found=repr(raw[bad_at:bad_at + 4]))
+    if etype == "LINE SIZE OVER MAXIMUM":
+        return errors.LineTooLong(f"line longer than {options.max_line_bytes} bytes", file=name, line=line_no,
+                                  expected=f"at most {options.max_line_bytes} bytes")
+    if etype in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
+        if csv_line.strip().rstrip(",").strip() == TRAILER:
+            return errors.ContentAfterTrailer("<END> is followed by more records", file=name, line=line_no,
+                                              found=TRAILER)
+        try:
+            got = len(split_csv_line(csv_line))
+        except csv.Error:
+            got = csv_line.count(",") + 1
+        return errors.WrongColumnCount(f"{got} cells where the header has {ncols}", file=name, line=line_no,
+                                       column_index=(col_idx + 1) if col_idx is not None else None,
+                                       expected=f"{ncols} cells", found=f"{got} cells: {found}")
+    if etype in ("UNQUOTED VALUE", "INVALID STATE"):
+        return errors.BadQuoting(message.split("\n")[0][:200], file=name, line=line_no,
+                                 column_index=(col_idx + 1) if col_idx is not None else None, found=found)
+    return errors.FormatError(f"{etype}: {message.splitlines()[0] if message else ''}", file=name, line=line_no,
+                              found=found)
+
+
+def convert_rows(
+    con: duckdb.DuckDBPyConnection,
+    rows: Sequence[tuple[int, Sequence[str | None]]],
+    compiled: Compiled,
+    ncols: int,
+) -> BodyResult:
+    """Validate and convert in-memory rows ``(line_no, cells)`` (xlsx sheets, small sections)."""
+    data: dict[str, Any] = {f"c{i}": pa.array([r[1][i] if i < len(r[1]) else None for r in rows], pa.string())
+                            for i in range(ncols)}
+    data["__line"] = pa.array([r[0] for r in rows], pa.int64())
+    src = _tmp_name("rows")
+    table = _tmp_name("body")
+    con.register(src, pa.table(data))
+    try:
+        select = ", ".join([*compiled.select, f"{compiled.bad_sql} AS __bad", f"{compiled.warn_sql} AS __warn",
+                            "__line"])
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM {src} ORDER BY __line")
+    finally:
+        con.unregister(src)
+    return BodyResult(table, len(rows), "__line", [], compiled.outputs)
+
+
+def rule_problems(
+    con: duckdb.DuckDBPyConnection,
+    body: BodyResult,
+    compiled: Compiled,
+    raw_source: Callable[[], str],
+    *,
+    name: str,
+    limit: int,
+) -> list[errors.FormatError]:
+    """Detailed problems for the rows the one-pass scan flagged (only bad files pay for this)."""
+    flagged = con.execute(
+        f"SELECT rowid, {body.line_sql} FROM {body.table} WHERE __bad IS NOT NULL OR __warn IS NOT NULL "
+        f"ORDER BY rowid LIMIT {limit}"
+    ).fetchall()
+    if not flagged:
+        return []
+    raw = raw_source()
+    lines = {rid: ln for rid, ln in flagged}
+    checks = ", ".join(f"CASE WHEN {r.sql} THEN {k} END" for k, r in enumerate(compiled.rules))
+    ids = ", ".join(str(rid) for rid in lines)
+    result = con.execute(
+        f"SELECT rowid, list_filter([{checks}], lambda x: x IS NOT NULL) FROM {raw} WHERE rowid IN ({ids}) ORDER BY rowid"
+    ).fetchall()
+    cells = {
+        rid: row
+        for rid, *row in con.execute(f"SELECT rowid, * FROM {raw} WHERE rowid IN ({ids})").fetchall()
+    }
+    out: list[errors.FormatError] = []
+    for rid, broken in result:
+        seen: set[tuple[int, str]] = set()
+        for k in broken:
+            r = compiled.rules[k]
+            if (r.column_index, r.code) in seen:
+                continue
+            seen.add((r.column_index, r.code))
+            found = cells[rid][r.column_index - 1] if r.column_index - 1 < len(cells[rid]) else None
+            cls = errors.problem_class(r.code)
+            out.append(cls(f"{r.column}: expected {r.expected}, found {found!r}", file=name, line=lines[rid],
+                           column=r.column, column_index=r.column_index, expected=r.expected,
+                           found=None if found is None else str(found)[:200], severity=r.severity))
+    return out
+
+
+def read_xlsx_rows(path: Path, *, name: str, problems: list[errors.FormatError]) -> list[tuple[int, list[str | None]]]:
+    """First sheet of an xlsx as ``(sheet row, cells as text)``; empty rows dropped.
+
+    Numeric cells arrive from the file as IEEE doubles; the shortest text that round-trips (what Excel
+    displays) is used, so ``0.1`` stays ``0.1`` and a value needing more decimals than the currency
+    allows is still caught by the amount rules.
+    """
+    from python_calamine import CalamineWorkbook
+
+    try:
+        wb = CalamineWorkbook.from_path(str(path))
+        sheet = wb.get_sheet_by_index(0)
+        start_row = (sheet.start or (0, 0))[0]
+        data = sheet.to_python(skip_empty_area=False)
+    except Exception as exc:  # calamine raises its own error types for broken zips and XML
+        problems.append(errors.FormatError(f"unreadable xlsx: {type(exc).__name__}: {exc}"[:300], file=name, line=None))
+        return []
+    out: list[tuple[int, list[str | None]]] = []
+    for i, row in enumerate(data):
+        cells = [_xlsx_text(v) for v in row]
+        while cells and cells[-1] is None:
+            cells.pop()
+        if cells:
+            out.append((i + 1 if start_row == 0 else start_row + i + 1, cells))
+    return out
+
+
+def _xlsx_text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+        return repr(value)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The result of parsing one file
+
+
+@dataclass
+class ParsedFile:
+    """One parsed file: metadata, problems, declared figures and its canonical lines (in DuckDB)."""
+
+    path: Path
+    name: str
+    sha256: str
+    size: int
+    family: str
+    report: str
+    variant: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+    header: list[str] = field(default_factory=list)
+    row_count: int = 0
+    problems: list[errors.FormatError] = field(default_factory=list)
+    declared: list[Declared] = field(default_factory=list)
+    sections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    con: duckdb.DuckDBPyConnection | None = None
+    body: BodyResult | None = None
+    _tables: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    @property
+    def errors(self) -> list[errors.FormatError]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def lines_sql(self) -> str:
+        """A SELECT giving this file's lines with exactly the ``schema.REPORT_LINE`` columns."""
+        if self.body is None:
+            return _empty_select(REPORT_LINE)
+        cols = []
+        for f in REPORT_LINE:
+            if f.name == "family":
+                expr = _sql_str(self.family)
+            elif f.name == "report":
+                expr = _sql_str(self.report)
+            elif f.name == "source_sha256":
+                expr = _sql_str(self.sha256)
+            elif f.name == "source_name":
+                expr = _sql_str(self.name)
+            elif f.name == "line_no":
+                expr = self.body.line_sql
+            elif f.name in self.body.columns:
+                expr = _ident(f.name)
+            else:
+                expr = "NULL"
+            cols.append(f"CAST({expr} AS {_duck_type(f.type)}) AS {_ident(f.name)}")
+        return f"SELECT {', '.join(cols)} FROM {self.body.table}"
+
+    def lines_arrow(self) -> pa.Table:
+        if self.con is None or self.body is None:
+            return REPORT_LINE.empty_table()
+        return self.con.sql(self.lines_sql() + " ORDER BY line_no").fetch_arrow_table().cast(REPORT_LINE)
+
+    def declared_arrow(self) -> pa.Table:
+        rows = [
+            {"family": self.family, "report": self.report, "scope": d.scope, "batch_id": d.batch_id,
+             "figure": d.figure, "value": d.value, "currency": d.currency, "direction": d.direction,
+             "source_sha256": self.sha256, "source_name": self.name, "line_no": d.line_no}
+            for d in self.declared
+        ]
+        return pa.Table.from_pylist(rows, schema=DECLARED)
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Signed sums per currency of the lines: amount, settlement, fee (minor units)."""
+        if self.con is None or self.body is None:
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        for fld in ("amount", "settlement", "fee"):
+            if f"{fld}_minor" not in self.body.columns:
+                continue
+            for ccy, total in self.con.execute(
+                f"SELECT {fld}_currency, sum({fld}_minor) FROM {self.body.table} "
+                f"WHERE {fld}_minor IS NOT NULL GROUP BY 1 ORDER BY 1"
+            ).fetchall():
+                out.setdefault(ccy or "", {"amount": 0, "settlement": 0, "fee": 0})[fld] = int(total)
+        return out
+
+    def by_type(self) -> dict[str, int]:
+        if self.con is None or self.body is None:
+            return {}
+        return {
+            str(t): int(n)
+            for t, n in self.con.execute(
+                f"SELECT coalesce(record_type, ''), count(*) FROM {self.body.table} GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        }
+
+    def track(self, table: str) -> None:
+        self._tables.append(table)
+
+    def close(self) -> None:
+        if self.con is not None:
+            for t in self._tables:
+                self.con.execute(f"DROP TABLE IF EXISTS {t}")
+        self._tables.clear()
+
+    def __enter__(self) -> ParsedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_string(t):
+        return "VARCHAR"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_int16(t):
+        return "SMALLINT"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ"
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_map(t):
+        return "MAP(VARCHAR, VARCHAR)"
+    raise TypeError(t)
+
+
+def _empty_select(schema: pa.Schema) -> str:
+    cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {_ident(f.name)}" for f in schema)
+    return f"SELECT {cols} WHERE false"
+
+
+def sort_problems(problems: Iterable[errors.FormatError], limit: int) -> list[errors.FormatError]:
+    ordered = sorted(problems, key=lambda p: p.sort_key())
+    return ordered[:limit]
+
+
+def text_lines(data: bytes) -> list[str]:
+    """Helper for writers/tests: decode and split like the reader does."""
+    return io.StringIO(data.decode("utf-8-sig")).read().splitlines()

@@ -416,7 +416,7 @@ class SectionedReport(ReportFormat):
                     "a record before any section header", file=name, line=h.line_no,
                     expected="a header line naming the section's columns", found=h.text[:80]))
                 break
-            small[current][2].append((h.line_no, list(cells)))
+            small[current][2].append((h.line_no, list[str | None](cells)))
         for s in self.sections:
             if s.bulk:
                 continue
@@ -432,16 +432,19 @@ class SectionedReport(ReportFormat):
                 parsed.problems.append(errors.BadSection(
                     f"the {s.name} section has {len(rows)} rows, expected at most {s.max_rows}",
                     file=name, line=rows[s.max_rows][0]))
-            for line_no, cells in rows:
-                if len(cells) != len(hcells):
+            for line_no, row_cells in rows:
+                if len(row_cells) != len(hcells):
                     parsed.problems.append(errors.WrongColumnCount(
-                        f"{len(cells)} cells where the {s.name} header has {len(hcells)}", file=name,
-                        line=line_no, expected=f"{len(hcells)} cells", found=f"{len(cells)} cells"))
+                        f"{len(row_cells)} cells where the {s.name} header has {len(hcells)}", file=name,
+                        line=line_no, expected=f"{len(hcells)} cells", found=f"{len(row_cells)} cells"))
             compiled = compile_layout(layout, hcells, parsed.meta, has_extras=False)
             res = convert_rows(con, rows, compiled, len(hcells))
             parsed.track(res.table)
-            probs = rule_problems(con, res, compiled, lambda rows=rows, n=len(hcells): _raw_rows_table(
-                con, rows, n, parsed), name=name, limit=options.max_problems)
+
+            def section_raw(rows: list[tuple[int, list[str | None]]] = rows, n: int = len(hcells)) -> str:
+                return _raw_rows_table(con, rows, n, parsed)
+
+            probs = rule_problems(con, res, compiled, section_raw, name=name, limit=options.max_problems)
             parsed.problems.extend(probs)
             cur = con.execute(f"SELECT * EXCLUDE (__bad, __warn) FROM {res.table} ORDER BY __line")
             names = [d[0] for d in cur.description]

@@ -36,6 +36,7 @@ from ..money import all_exponents
 from ..schema import DECLARED, REPORT_LINE
 
 __all__ = [
+    "TRAILER",
     "Column",
     "Declared",
     "Kind",
@@ -43,7 +44,6 @@ __all__ = [
     "ParseOptions",
     "ParsedFile",
     "SourceFile",
-    "TRAILER",
     "compile_layout",
     "convert_rows",
     "new_connection",
@@ -286,7 +286,7 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
     """Bind ``layout`` to ``header`` (source columns are named ``c0``, ``c1``, ...)."""
     meta = meta or {}
     found, _ = resolve_header(layout, header)
-    nulls = ("",) + tuple(layout.null_tokens)
+    nulls = ("", *layout.null_tokens)
     null_list = ", ".join(_sql_str(t) for t in nulls)
 
     def value(i: int) -> str:
@@ -794,7 +794,8 @@ def rule_problems(
     checks = ", ".join(f"CASE WHEN {r.sql} THEN {k} END" for k, r in enumerate(compiled.rules))
     ids = ", ".join(str(rid) for rid in lines)
     result = con.execute(
-        f"SELECT rowid, list_filter([{checks}], lambda x: x IS NOT NULL) FROM {raw} WHERE rowid IN ({ids}) ORDER BY rowid"
+        f"SELECT rowid, list_filter([{checks}], lambda x: x IS NOT NULL) FROM {raw} "
+        f"WHERE rowid IN ({ids}) ORDER BY rowid"
     ).fetchall()
     cells = {
         rid: row

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .formats.engine import ParseOptions
 
@@ -34,6 +34,9 @@ class ParseConfig(_Model):
     amount_units: dict[str, Literal["major", "minor"]] = Field(default_factory=dict)
     # "family.report" -> {documented column: [header names this provider uses instead]}
     aliases: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    # "family.report" -> sign of detail amounts: "by_type" (unsigned + type/direction column) | "as_written"
+    # (the Alipay+ refund/fee sign convention is undocumented: alipayplus.md 6.5 gap 4)
+    amount_signs: dict[str, Literal["by_type", "as_written"]] = Field(default_factory=dict)
 
     def to_options(self, *, keep_extras: bool = True) -> ParseOptions:
         return ParseOptions(
@@ -43,14 +46,49 @@ class ParseConfig(_Model):
             amount_units=dict(self.amount_units),
             aliases={k: {c: list(v) for c, v in m.items()} for k, m in self.aliases.items()},
             keep_extras=keep_extras,
+            amount_signs=dict(self.amount_signs),
         )
 
 
-class LedgerConfig(_Model):
-    """How to read the user's own records: any column names, mapped onto LedgerLine fields."""
+# LedgerConfig.columns keys: LedgerLine fields, with money named by its stem (``amount`` -> amount_minor).
+LEDGER_TEXT_FIELDS = (
+    "family",
+    "account_id",
+    "record_type",
+    "provider_txn_id",
+    "merchant_ref_id",
+    "order_id",
+    "original_provider_txn_id",
+    "original_merchant_ref_id",
+    "status",
+)
+LEDGER_MONEY_FIELDS = ("amount", "settlement", "fee")
+LEDGER_CURRENCY_FIELDS = ("currency", "settlement_currency", "fee_currency")
+LEDGER_COLUMN_FIELDS = (*LEDGER_TEXT_FIELDS, *LEDGER_MONEY_FIELDS, *LEDGER_CURRENCY_FIELDS, "occurred_at")
+# Fields that identify a record on both sides, each with the field that links a reverse record (refund) to
+# its forward one (antom.md 7: originalTransactionRequestId / originalTransactionId). ``order_id`` has no
+# "original" column: a refund carries its payment's order id (referenceTransactionId) [inferred].
+MATCH_KEYS = {
+    "merchant_ref_id": "original_merchant_ref_id",
+    "provider_txn_id": "original_provider_txn_id",
+    "order_id": "order_id",
+}
+MatchKey = Literal["merchant_ref_id", "provider_txn_id", "order_id"]
+_DEFAULT_MATCH_KEYS: dict[str, MatchKey] = {"antom": "merchant_ref_id", "alipayplus": "merchant_ref_id"}
 
-    # LedgerLine field -> the user's column name. ``amount``/``settlement``/``fee`` name money columns;
-    # ``currency`` the currency column used for all of them unless ``settlement_currency`` etc. are set.
+
+class LedgerConfig(_Model):
+    """How to read one set of the user's own records: any column names, mapped onto LedgerLine fields."""
+
+    name: str = Field("ledger", min_length=1)
+    path: Path | None = None
+    # which provider family the rows are reconciled against; a ``family`` column (``columns``) wins per row.
+    # Neither: the rows take part in every family's reconciliation.
+    family: str | None = None
+    account_id: str | None = None  # constant account, unless an ``account_id`` column is mapped
+    # LedgerLine field -> the user's column name (see LEDGER_COLUMN_FIELDS). ``amount``/``settlement``/``fee``
+    # name money columns; ``currency`` is the currency column of all of them unless ``settlement_currency`` /
+    # ``fee_currency`` are mapped. Every mapped column must be in the file's header.
     columns: dict[str, str] = Field(
         default_factory=lambda: {
             "merchant_ref_id": "merchant_ref_id",
@@ -62,12 +100,39 @@ class LedgerConfig(_Model):
             "occurred_at": "occurred_at",
         }
     )
+    currency: str | None = None  # fixed currency for a ledger without a currency column
     amount_unit: Literal["major", "minor"] = "major"
+    # canonical LedgerLine amounts are signed: PAYMENT +, REFUND -. "as_written": the ledger already writes
+    # them so; "negate_reverse_types": it writes every amount positive and ``reverse_types`` are negated
+    # (amount and settlement; fees are kept as written, their sign differs by provider: antom.md 9).
+    refund_sign: Literal["as_written", "negate_reverse_types"] = "as_written"
+    reverse_types: list[str] = Field(default_factory=lambda: ["REFUND"])
     # the user's values -> canonical record types / statuses (case-insensitive); unmapped values are upper-cased
     record_types: dict[str, str] = Field(default_factory=dict)
     statuses: dict[str, str] = Field(default_factory=dict)
-    default_offset_minutes: int = 480
-    csv_delimiter: str = ","
+    default_offset_minutes: int = Field(480, ge=-720, le=840)
+    csv_delimiter: str = Field(",", min_length=1, max_length=1)
+    null_values: list[str] = Field(default_factory=list)  # cell texts read as empty, e.g. "NULL", "-"
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        for fld, header in columns.items():
+            if fld not in LEDGER_COLUMN_FIELDS:
+                raise ValueError(f"unknown ledger field {fld!r}; known: {', '.join(LEDGER_COLUMN_FIELDS)}")
+            # the engine's output templates address columns as {name} and {name:mode}
+            if not header or any(ch in header for ch in "{}:"):
+                raise ValueError(f"ledger column name for {fld!r} must be non-empty without '{{', '}}' or ':'")
+        return columns
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LedgerConfig:
+        money = [f for f in LEDGER_MONEY_FIELDS if f in self.columns]
+        if money and "currency" not in self.columns and self.currency is None:
+            raise ValueError("money columns need a 'currency' column or a fixed 'currency'")
+        if self.refund_sign == "negate_reverse_types" and "record_type" not in self.columns:
+            raise ValueError("refund_sign 'negate_reverse_types' needs a mapped 'record_type' column")
+        return self
 
 
 class ReconcileConfig(_Model):
@@ -78,12 +143,14 @@ class ReconcileConfig(_Model):
             "alipayplus": ["transaction_detail"],
         }
     )
-    # family -> the canonical field that identifies a record on both sides
-    match_key: dict[str, str] = Field(
-        default_factory=lambda: {"antom": "merchant_ref_id", "alipayplus": "merchant_ref_id"}
-    )
+    # family -> the canonical field that identifies a record on both sides (antom.md AN-8: the merchant's
+    # request id = transactionRequestId)
+    match_key: dict[str, MatchKey] = Field(default_factory=lambda: dict(_DEFAULT_MATCH_KEYS))
     # report statuses that count as "the provider took the money" (v2 transaction details carry status)
     success_statuses: list[str] = Field(default_factory=lambda: ["SUCCESS"])
+    # family -> record types that take part (absent: all). E.g. Antom settlement details also list
+    # SETTLEMENT_FEE / RESERVE rows that no merchant ledger has (antom.md 8).
+    match_record_types: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class AccountConfig(_Model):

@@ -136,3 +136,6 @@ UnknownValue = _define(
 SurplusTrailingCell = _define(
     "SurplusTrailingCell", "surplus_trailing_cell", "One extra empty cell at the end of a record.", "warning"
 )
+BadColumnType = _define(
+    "BadColumnType", "bad_column_type", "A typed (Parquet) column that cannot hold its values exactly: money as float."
+)

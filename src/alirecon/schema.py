@@ -82,6 +82,8 @@ REPORT_LINE = pa.schema(
 
 LEDGER_LINE = pa.schema(
     [
+        # which provider family the row is reconciled against (constant or a column of the user's ledger)
+        pa.field("family", pa.string()),
         *_MONEY_AND_IDS,
         pa.field("source_sha256", pa.string(), nullable=False),
         pa.field("source_name", pa.string(), nullable=False),

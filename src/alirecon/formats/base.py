@@ -154,6 +154,7 @@ class TableReport(ReportFormat):
     declare: DeclareFn | None = None
     name_fields: Mapping[str, str] = field(default_factory=dict)
     name_bonus_only: bool = False  # identify by header alone is not enough (generic headers)
+    delimiter: str = ","  # CSV only; user ledgers may use ';' (providers use ',')
 
     def name_checks(self) -> Mapping[str, str]:
         return self.name_fields
@@ -193,7 +194,7 @@ class TableReport(ReportFormat):
             parsed.sha256, parsed.size = facts.sha256, facts.size
             return parsed if parsed.problems else _empty(parsed)
         try:
-            header = split_csv_line(head[0].text)
+            header = split_csv_line(head[0].text, self.delimiter)
         except Exception as exc:
             facts = scan.join_result()
             parsed.sha256, parsed.size = facts.sha256, facts.size
@@ -213,11 +214,12 @@ class TableReport(ReportFormat):
             parsed.problems.extend(trailer.problems)
         compiled = compile_layout(layout, header, parsed.meta)
         body, facts = read_csv_body(con, path, name=name, header=header, compiled=compiled, header_lines=1,
-                                    facts_thread=scan, trailer_offset=trailer.line_offset, options=options)
+                                    facts_thread=scan, trailer_offset=trailer.line_offset, options=options,
+                                    delimiter=self.delimiter)
         parsed.sha256, parsed.size = facts.sha256, facts.size
 
         def raw_source() -> str:
-            return _raw_csv_table(con, path, len(header), 1, options, parsed)
+            return _raw_csv_table(con, path, len(header), 1, options, parsed, self.delimiter)
 
         return _finish(parsed, con, body, compiled, raw_source, options, self.declare)
 
@@ -275,7 +277,7 @@ def _last_line_no(path: Path) -> int:
 
 
 def _raw_csv_table(con: duckdb.DuckDBPyConnection, path: Path, ncols: int, header_lines: int,
-                   options: ParseOptions, parsed: ParsedFile) -> str:
+                   options: ParseOptions, parsed: ParsedFile, delimiter: str = ",") -> str:
     """The file's cells as text with the same row order as the first pass (rowid-aligned)."""
     table = _tmp_name("raw")
     rej, rejscan = _tmp_name("rej"), _tmp_name("rejscan")
@@ -283,7 +285,8 @@ def _raw_csv_table(con: duckdb.DuckDBPyConnection, path: Path, ncols: int, heade
     buffer = max(16 * 1024 * 1024, 2 * options.max_line_bytes + 1)
     con.execute(
         f"CREATE TEMP TABLE {table} AS SELECT * FROM read_csv({_sql_str(str(path))}, header=false, "
-        f"skip={header_lines}, auto_detect=false, columns={{{cols}}}, delim=',', quote='\"', escape='\"', "
+        f"skip={header_lines}, auto_detect=false, columns={{{cols}}}, delim={_sql_str(delimiter)}, "
+        f"quote='\"', escape='\"', "
         f"strict_mode=true, store_rejects=true, rejects_table={_sql_str(rej)}, rejects_scan={_sql_str(rejscan)}, "
         f"max_line_size={options.max_line_bytes}, buffer_size={buffer}, encoding='utf-8')"
     )
@@ -322,14 +325,16 @@ class Section:
     required: bool = True
     max_rows: int | None = 1
 
-    def is_header(self, cells: Sequence[str]) -> bool:
-        """A line opens this section when every non-empty cell names one of its columns (alipayplus.md 5)."""
-        known = {c.name.lower() for c in self.layout.columns} | {
-            a.lower() for c in self.layout.columns for a in c.aliases
-        }
+    def is_header(self, cells: Sequence[str], layout: Layout | None = None) -> bool:
+        """A line opens this section when every non-empty cell names one of its columns (alipayplus.md 5).
+
+        ``layout``: this section's layout with the user's header aliases applied (a required column may
+        appear under an alias)."""
+        layout = layout or self.layout
+        known = {c.name.lower() for c in layout.columns} | {a.lower() for c in layout.columns for a in c.aliases}
         names = [c.strip().lower() for c in cells if c.strip()]
-        needed = [c.name.lower() for c in self.layout.columns if c.required]
-        return bool(names) and all(n in known for n in names) and all(n in names for n in needed)
+        needed = [{c.name.lower(), *(a.lower() for a in c.aliases)} for c in layout.columns if c.required]
+        return bool(names) and all(n in known for n in names) and all(not alts.isdisjoint(names) for alts in needed)
 
 
 @dataclass(frozen=True)
@@ -354,9 +359,9 @@ class SectionedReport(ReportFormat):
     def name_checks(self) -> Mapping[str, str]:
         return self.name_fields
 
-    def _section_for(self, cells: Sequence[str]) -> Section | None:
+    def _section_for(self, cells: Sequence[str], options: ParseOptions | None = None) -> Section | None:
         for s in self.sections:
-            if s.is_header(cells):
+            if s.is_header(cells, _layout_for(self, s.layout, options) if options else None):
                 return s
         return None
 
@@ -399,7 +404,7 @@ class SectionedReport(ReportFormat):
             except Exception as exc:
                 parsed.problems.append(errors.BadQuoting(str(exc), file=name, line=h.line_no))
                 break
-            section = self._section_for(cells)
+            section = self._section_for(cells, options)
             if section is not None:
                 if section.name in small or (section.bulk and bulk_header is not None):
                     parsed.problems.append(errors.BadSection(f"section {section.name!r} appears twice",

@@ -99,6 +99,7 @@ class Column:
     aliases: tuple[str, ...] = ()
     date_ok: bool = False  # TIMESTAMP columns only: a bare yyyy-MM-dd is midnight at the default offset
     source: str = ""
+    nonnegative: bool = False  # AMOUNT/INTEGER: a minus sign is an error (the sign lives in another column)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ class ParseOptions:
     # "family.report" -> {documented column: [header names used by this provider]}
     aliases: Mapping[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
     keep_extras: bool = True
+    # "family.report" -> "by_type" | "as_written": refund/fee signs are undocumented (alipayplus.md 6.5 gap 4)
+    amount_signs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -391,6 +394,8 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
             converted[col.name] = f"CAST(try_strptime({v}, '%Y%m%d') AS DATE)"
         else:  # pragma: no cover - Kind is exhaustive
             raise AssertionError(col.kind)
+        if col.nonnegative and col.kind in (Kind.AMOUNT, Kind.INTEGER):
+            rule("bad_number", f"starts_with({v}, '-')", "a value without a minus sign (another column gives the sign)")
 
     # Columns the layout does not know are kept (and still checked for formulas).
     extra_idx = [i for i in range(len(header)) if i not in found.values()]
@@ -608,7 +613,13 @@ def count_lines(path: Path, upto: int | None = None) -> int:
 def record_start_lines(path: Path, skip_lines: int, delimiter: str = ",") -> list[int]:
     """Physical start line of each non-blank record after ``skip_lines`` (slow path, exact)."""
     starts: list[int] = []
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    if csv.field_size_limit() < os.path.getsize(path):  # no cell is larger than the file (default: 128 KiB)
+        csv.field_size_limit(os.path.getsize(path))
+    with open(path, "rb") as raw:
+        # Lines split at LF only, as ``count_lines`` counts them: a text-mode file would also split at a
+        # CR inside a quoted cell and shift every later line number. Other CRs cannot end a record; they
+        # become spaces so that the csv module does not stop at one outside quotes (DuckDB reports it).
+        f = (line.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", " ") for line in raw)
         if skip_lines:
             for _ in itertools.islice(f, skip_lines):
                 pass
@@ -664,7 +675,17 @@ def read_csv_body(
         f"buffer_size={buffer}, encoding='utf-8')"
     )
     select = ", ".join([*compiled.select, f"{compiled.bad_sql} AS __bad", f"{compiled.warn_sql} AS __warn"])
-    con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM {source}")
+    try:
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM {source}")
+    except duckdb.InvalidInputException as exc:
+        # DuckDB raises, instead of rejecting the line, for some malformed files (a bare CR in an unquoted
+        # cell): report it as a typed problem with an empty body rather than crash.
+        facts = facts_thread.join_result() if facts_thread else SourceFile.scan(path)
+        con.execute(f"DROP TABLE IF EXISTS {rej}; DROP TABLE IF EXISTS {rejscan}")
+        nothing = ", ".join(f"CAST(NULL AS VARCHAR) AS c{i}" for i in range(ncols))
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM (SELECT {nothing}) WHERE false")
+        return BodyResult(table, 0, "rowid", [_unreadable_csv(path, name, exc, header, delimiter)],
+                          compiled.outputs), facts
     facts = facts_thread.join_result() if facts_thread else SourceFile.scan(path)
     problems: list[errors.FormatError] = []
     reject_lines: set[int] = set()
@@ -680,7 +701,7 @@ def read_csv_body(
             continue
         reject_lines.add(line_no)
         problems.append(_reject_problem(path, name, line_no, pos, col_idx, str(etype), csv_line or "",
-                                        message or "", ncols, options))
+                                        message or "", ncols, options, header))
     rows = scalar(con, f"SELECT count(*) FROM {table}")
     first_line = header_lines + 1
     if not facts.has_quote and not facts.has_blank_line and not reject_lines:
@@ -715,8 +736,29 @@ def _line_start(path: Path, duck_pos: int) -> int:
     return max(duck_pos - 1, 0)
 
 
+def _unreadable_csv(path: Path, name: str, exc: Exception, header: Sequence[str],
+                    delimiter: str) -> errors.FormatError:
+    """Locate the first CR that does not end a line (the known cause of DuckDB's raise)."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            body = raw.removesuffix(b"\n").removesuffix(b"\r")
+            if b"\r" in body:
+                col = body[: body.index(b"\r")].count(delimiter.encode()) + 1
+                return errors.BadQuoting("a carriage return inside an unquoted cell", file=name, line=line_no,
+                                         column=_header_name(header, col), column_index=col,
+                                         expected="the cell in quotes", found=repr(body[:80]))
+    return errors.BadQuoting(f"unreadable CSV: {str(exc).splitlines()[0][:200]}", file=name, line=None)
+
+
+def _header_name(header: Sequence[str], column_index: int | None) -> str | None:
+    if column_index is None or not 1 <= column_index <= len(header):
+        return None
+    return header[column_index - 1] or None
+
+
 def _reject_problem(path: Path, name: str, line_no: int, pos: int, col_idx: int | None, etype: str,
-                    csv_line: str, message: str, ncols: int, options: ParseOptions) -> errors.FormatError:
+                    csv_line: str, message: str, ncols: int, options: ParseOptions,
+                    header: Sequence[str] = ()) -> errors.FormatError:
     found = csv_line[:80]
     if etype == "INVALID ENCODING":
         with open(path, "rb") as f:
@@ -727,8 +769,10 @@ def _reject_problem(path: Path, name: str, line_no: int, pos: int, col_idx: int 
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             bad_at = exc.start
+        enc_col = raw[:bad_at].count(b",") + 1
         return errors.BadEncoding(f"byte 0x{raw[bad_at]:02x} is not UTF-8" if raw else "invalid UTF-8",
-                                  file=name, line=line_no, column_index=raw[:bad_at].count(b",") + 1,
+                                  file=name, line=line_no, column=_header_name(header, enc_col),
+                                  column_index=enc_col,
                                   expected="UTF-8", found=repr(raw[bad_at:bad_at + 4]))
     if etype == "LINE SIZE OVER MAXIMUM":
         return errors.LineTooLong(f"line longer than {options.max_line_bytes} bytes", file=name, line=line_no,
@@ -741,12 +785,15 @@ def _reject_problem(path: Path, name: str, line_no: int, pos: int, col_idx: int 
             got = len(split_csv_line(csv_line))
         except csv.Error:
             got = csv_line.count(",") + 1
+        # The first missing or surplus cell; from the count, as DuckDB's column_idx is 0-based for missing
+        # columns but 1-based for surplus ones.
         return errors.WrongColumnCount(f"{got} cells where the header has {ncols}", file=name, line=line_no,
-                                       column_index=(col_idx + 1) if col_idx is not None else None,
+                                       column_index=min(got, ncols) + 1,
                                        expected=f"{ncols} cells", found=f"{got} cells: {found}")
     if etype in ("UNQUOTED VALUE", "INVALID STATE"):
+        # DuckDB's column_idx is 1-based for quoting errors
         return errors.BadQuoting(message.split("\n")[0][:200], file=name, line=line_no,
-                                 column_index=(col_idx + 1) if col_idx is not None else None, found=found)
+                                 column=_header_name(header, col_idx), column_index=col_idx, found=found)
     return errors.FormatError(f"{etype}: {message.splitlines()[0] if message else ''}", file=name, line=line_no,
                               found=found)
 

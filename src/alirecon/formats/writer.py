@@ -117,8 +117,16 @@ def write_csv(header: Sequence[str], cells: Sequence[Sequence[str]], *, trailer:
             w.writerow(line)
         else:
             buf.write(newline)
-    w.writerow(header)
-    w.writerows(cells)
+    for row in (header, *cells):
+        if "\r" in newline or "\r" not in "".join(row):
+            w.writerow(row)
+            continue
+        # csv quotes a cell only for the characters of its own line terminator: a lone CR must be quoted
+        # too, or readers see a broken line (DuckDB refuses the file).
+        one = io.StringIO()
+        csv.writer(one, delimiter=delimiter, quotechar='"', lineterminator="\r\n",
+                   quoting=csv.QUOTE_MINIMAL).writerow(row)
+        buf.write(one.getvalue()[:-2] + newline)
     if trailer:
         buf.write(TRAILER + newline)
     data = buf.getvalue().encode("utf-8")

@@ -1,0 +1,182 @@
+"""Content-addressed store of every raw file we ever received.
+
+Why: providers delete files after 7 days (antom.md 2.1) and everything else can be rebuilt from the
+raw bytes (DESIGN.md "Raw bytes are sacred"), so an object is written once, atomically, under its
+sha256 and never modified or deleted by us. Layout: ``<root>/sha256/<first 2 hex>/<sha256>``.
+
+Writing protocol: the bytes go to a private ``<dest>.<token>.part`` beside the destination (same
+directory, so the same filesystem), are flushed and fsynced, then published with ``os.link`` - an
+atomic rename that refuses to overwrite, so of several concurrent puts of the same bytes exactly one
+creates the object and none rewrites it - and finally the directory is fsynced. Where hard links are
+not supported the publish falls back to ``os.replace`` (still atomic; a racing writer can then only
+replace an object with identical bytes). The per-writer token keeps concurrent writers off each
+other's ``.part`` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+from .errors import AlireconError
+
+__all__ = ["Archive", "ArchiveError", "PutResult"]
+
+CHUNK = 4 * 1024 * 1024
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# Writes the object's bytes to the open ``.part`` file; returns the sha256 and size actually written.
+_Writer = Callable[[BinaryIO], tuple[str, int]]
+
+
+class ArchiveError(AlireconError):
+    """The archive could not store or find an object (source changed mid-copy, bad id)."""
+
+
+class PutResult(NamedTuple):
+    sha256: str
+    size: int
+    created: bool  # False when the object was already there
+
+
+class Archive:
+    """Raw bytes by sha256: ``put_file`` / ``put_bytes`` in, ``open`` / ``path_of`` out."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.objects = self.root / "sha256"
+
+    def path_of(self, sha256: str) -> Path:
+        if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256):
+            raise ArchiveError(f"not a lowercase hex sha256: {sha256!r}")
+        return self.objects / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_of(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        """The stored bytes, read-only (``FileNotFoundError`` when the object is not stored)."""
+        return open(self.path_of(sha256), "rb")
+
+    def verify(self, sha256: str) -> bool:
+        """Re-hash a stored object: True when its bytes still match its name."""
+        with self.open(sha256) as f:
+            return _hash_stream(f)[0] == sha256
+
+    def put_bytes(self, data: bytes) -> PutResult:
+        sha = hashlib.sha256(data).hexdigest()
+        if self.exists(sha):
+            return PutResult(sha, len(data), False)
+
+        def write(out: BinaryIO) -> tuple[str, int]:
+            out.write(data)
+            return sha, len(data)
+
+        return self._publish(sha, write)
+
+    def put_file(self, path: Path) -> PutResult:
+        """Store a file of any size, streaming in chunks.
+
+        The file is hashed once to find its destination (an object already stored costs no write),
+        then copied while hashed again; a file that changes between the two reads is refused rather
+        than stored under a name that does not match its bytes.
+        """
+        path = Path(path)
+        with open(path, "rb") as src:
+            sha, size = _hash_stream(src)
+            if self.exists(sha):
+                return PutResult(sha, size, False)
+
+            def copy(out: BinaryIO) -> tuple[str, int]:
+                src.seek(0)
+                h = hashlib.sha256()
+                n = 0
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    n += len(chunk)
+                return h.hexdigest(), n
+
+            return self._publish(sha, copy, source=str(path))
+
+    def __iter__(self) -> Iterator[str]:
+        """Every stored sha256, sorted."""
+        if not self.objects.is_dir():
+            return iter(())
+        return iter(sorted(p.name for p in self.objects.glob("??/*") if _SHA256_RE.fullmatch(p.name)))
+
+    def _publish(self, sha: str, write: _Writer, *, source: str = "<bytes>") -> PutResult:
+        dest = self.path_of(sha)
+        _makedirs_durable(dest.parent, stop=self.root)
+        part = dest.with_name(f"{dest.name}.{os.getpid()}-{secrets.token_hex(6)}.part")
+        try:
+            with open(part, "xb") as out:
+                got_sha, size = write(out)
+                out.flush()
+                os.fsync(out.fileno())
+            if got_sha != sha:
+                raise ArchiveError(f"{source} changed while it was being archived (sha256 {sha} -> {got_sha})")
+            os.chmod(part, 0o444)
+            created = _link_no_clobber(part, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+        _fsync_dir(dest.parent)
+        return PutResult(sha, size, created)
+
+
+def _hash_stream(f: BinaryIO) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    while chunk := f.read(CHUNK):
+        h.update(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _link_no_clobber(part: Path, dest: Path) -> bool:
+    """Publish ``part`` as ``dest`` atomically; False when ``dest`` already existed."""
+    try:
+        os.link(part, dest)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links on this filesystem: an atomic replace is the next best thing.
+        if dest.exists():
+            return False
+        os.replace(part, dest)
+        return True
+
+
+def _makedirs_durable(directory: Path, *, stop: Path) -> None:
+    """Create ``directory`` and fsync each parent that gained an entry, so a crash cannot lose it."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        if d == stop or d.parent == d:
+            break
+        d = d.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir()
+        _fsync_dir(d.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)

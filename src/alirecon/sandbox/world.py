@@ -1,0 +1,648 @@
+"""Build a whole provider world on disk: SFTP-shaped report trees, the users' ledgers and the truth.
+
+The files are written through the same ``formats`` writers that read them. Discrepancies are injected
+into one side on purpose and every injection is recorded in ``truth.json`` with exactly what alirecon
+must report for it (exception class + reason + key per matched report, or check id + reason + scope).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..clock import UTC8, Stamp, add_business_days
+from ..formats import alipayplus, antom
+from ..formats.writer import format_timestamp
+from ..money import format_major
+from .model import Account, Ids, Txn, WorldSpec, generate_txns, pct, refund_of
+
+__all__ = ["World", "build_world"]
+
+ANTOM_MERCHANT = Account("antom", "1022188000000000001", "MERCHANT", "USD", ("USD", "JPY", "KWD", "EUR"),
+                         own_settlement=("JPY",))
+ACQP = Account("alipayplus", "1022ACQP00000001", "ACQP", "USD", ("JPY", "KWD", "USD"), agreement_id="20210000")
+MPP = Account("alipayplus", "A1234567890", "MPP", "EUR", ("JPY", "KWD", "EUR"),
+              agreement_id="202109171107900901003800022697", quiet_days=(5,))
+ACCOUNTS = (ANTOM_MERCHANT, ACQP, MPP)
+MATCH_REPORTS = {"antom": ("transaction_detail", "settlement_detail"), "alipayplus": ("transaction_detail",)}
+ANTOM_ACQUIRER = "Alipay_SG"
+ANTOM_FEE_PCT = Decimal("2.0")
+INTERCHANGE_PCT = Decimal("0.8")
+SERVICE_PCT = Decimal("0.2")
+
+
+@dataclass
+class LedgerRow:
+    """What the user recorded for one transaction (possibly wrong, on purpose)."""
+
+    txn: Txn
+    request_id: str
+    kind: str
+    original_request_id: str | None
+    amount: int
+    currency: str
+    status: str
+    at: Stamp
+
+
+@dataclass
+class Truth:
+    exceptions: list[dict[str, Any]] = field(default_factory=list)
+    check_failures: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_deliveries: list[str] = field(default_factory=list)  # relative paths of repeated bytes
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    boundaries: list[dict[str, Any]] = field(default_factory=list)
+    injections: list[str] = field(default_factory=list)
+
+    def expect(self, family: str, reports: Iterable[str], cls: str, reason: str, key: str, record_type: str) -> None:
+        for report in reports:
+            self.exceptions.append({"family": family, "report": report, "exception_class": cls,
+                                    "reason_code": reason, "match_key": key, "record_type": record_type})
+
+    def fail(self, check_id: str, reason: str, scope: str) -> None:
+        self.check_failures.append({"check_id": check_id, "reason_code": reason, "scope": scope})
+
+
+@dataclass
+class AccountView:
+    """The provider's records (``report``) and the user's (``ledger``) for one account."""
+
+    account: Account
+    report: list[Txn]
+    ledger: list[LedgerRow]
+    dup_in_report: set[str] = field(default_factory=set)  # request ids listed twice in the detail file
+
+
+@dataclass
+class World:
+    spec: WorldSpec
+    root: Path
+    files: list[str] = field(default_factory=list)  # provider files, relative to root/provider
+    ledgers: list[dict[str, Any]] = field(default_factory=list)  # ledger configs (with paths relative to root)
+    truth: Truth = field(default_factory=Truth)
+
+    @property
+    def provider(self) -> Path:
+        return self.root / "provider"
+
+    def provider_files(self) -> list[Path]:
+        return [self.provider / f for f in self.files]
+
+
+# ---------------------------------------------------------------------------------------------
+# Injections
+
+
+def _ledger_row(t: Txn) -> LedgerRow:
+    return LedgerRow(t, t.request_id, t.kind, t.original.request_id if t.original else None, t.amount, t.currency,
+                     t.ledger_status, t.at)
+
+
+def _pool(view: AccountView, rng: random.Random, boundary_ids: set[str]) -> list[Txn]:
+    refunded = {t.original.request_id for t in view.report if t.original}
+    pool = [t for t in view.report if t.kind == "PAYMENT" and t.request_id not in refunded
+            and t.request_id not in boundary_ids]
+    rng.shuffle(pool)
+    return pool
+
+
+def inject_match(view: AccountView, truth: Truth, rng: random.Random, ids: Ids, boundary_ids: set[str],
+                 reports: Sequence[str]) -> None:
+    """One discrepancy of every exception class, each on its own clean transaction."""
+    fam = view.account.family
+    pool = _pool(view, rng, boundary_ids)
+    by_id = {r.request_id: r for r in view.ledger}
+    tag = view.account.account_id
+
+    t = pool.pop()  # the provider never recorded it
+    view.report.remove(t)
+    truth.expect(fam, reports, "missing_in_report", "MISSING_IN_REPORT", t.request_id, "PAYMENT")
+    truth.injections.append(f"{tag}: {t.request_id} only in the ledger")
+
+    t = pool.pop()  # the user never recorded it
+    view.ledger.remove(by_id[t.request_id])
+    truth.expect(fam, reports, "missing_in_ledger", "MISSING_IN_LEDGER", t.request_id, "PAYMENT")
+    truth.injections.append(f"{tag}: {t.request_id} only in the report")
+
+    t = pool.pop()
+    by_id[t.request_id].amount += 100
+    truth.expect(fam, reports, "amount_mismatch", "AMOUNT_MISMATCH", t.request_id, "PAYMENT")
+    truth.injections.append(f"{tag}: {t.request_id} ledger amount +100 minor units")
+
+    t = pool.pop()
+    by_id[t.request_id].currency = "EUR" if t.currency != "EUR" else "USD"
+    truth.expect(fam, reports, "currency_mismatch", "CURRENCY_MISMATCH", t.request_id, "PAYMENT")
+    truth.injections.append(f"{tag}: {t.request_id} ledger currency changed")
+
+    t = pool.pop()
+    by_id[t.request_id].status = "FAILED"
+    truth.expect(fam, reports, "status_mismatch", "LEDGER_NOT_SUCCESS", t.request_id, "PAYMENT")
+    truth.injections.append(f"{tag}: {t.request_id} ledger says failed, provider says paid")
+
+    t = pool.pop()  # listed twice in the transaction detail file only
+    view.dup_in_report.add(t.request_id)
+    truth.expect(fam, reports[:1], "duplicate_in_report", "DUPLICATE_IN_REPORT", t.request_id, "PAYMENT")
+    truth.injections.append(f"{tag}: {t.request_id} listed twice in {reports[0]}")
+
+    t = pool.pop()
+    view.ledger.append(replace(by_id[t.request_id]))
+    truth.expect(fam, reports, "duplicate_in_ledger", "DUPLICATE_IN_LEDGER", t.request_id, "PAYMENT")
+    truth.injections.append(f"{tag}: {t.request_id} recorded twice in the ledger")
+
+    refunds = [r for r in view.ledger if r.kind == "REFUND" and r.original_request_id]
+    r = rng.choice(refunds)
+    other = pool.pop()
+    r.original_request_id = other.request_id
+    truth.expect(fam, reports, "link_mismatch", "REFUND_ORIGINAL_MISMATCH", r.request_id, "REFUND")
+    truth.injections.append(f"{tag}: ledger links refund {r.request_id} to the wrong payment")
+
+    # two refunds of 60% each, an hour and a day later: more than the payment, on both sides
+    last_day = max(x.day for x in view.report)
+    p = next(x for x in pool if (last_day - x.day).days >= 2)
+    pool.remove(p)
+    for k in (1, 2):
+        at = Stamp(p.at.utc + timedelta(hours=1, days=k - 1), 480)
+        ref = refund_of(p, (p.amount * 6) // 10, at, ids)
+        view.report.append(ref)
+        view.ledger.append(_ledger_row(ref))
+    truth.expect(fam, reports, "refund_exceeds_payment", "REFUNDS_EXCEED_PAYMENT", p.request_id, "PAYMENT")
+    truth.injections.append(f"{tag}: {p.request_id} refunded twice 60%")
+
+    # Negative controls: failed payments only the user knows about are not discrepancies.
+    for _ in range(2):
+        f = replace(pool.pop(), ledger_status="FAILED")
+        view.report.remove(next(x for x in view.report if x.request_id == f.request_id))
+        by_id[f.request_id].status = "FAILED"
+    view.report.sort(key=lambda x: (x.at.utc, x.request_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# Antom
+
+
+def _antom_fee(t: Txn) -> int:
+    """As written by Antom samples: a payment's fee negative, a refund's fee returned positive."""
+    fee = pct(t.settlement, ANTOM_FEE_PCT)
+    return -fee if t.kind == "PAYMENT" else fee
+
+
+def _antom_tx_row(t: Txn) -> dict[str, Any]:
+    return {
+        "customerId": t.account.account_id,
+        "acquirer": ANTOM_ACQUIRER,
+        "transactionId": t.provider_id,
+        "originalTransactionId": t.original.provider_id if t.original else None,
+        "transactionRequestId": t.request_id,
+        "originalTransactionRequestId": t.original.request_id if t.original else None,
+        "referenceTransactionId": t.order_id if t.kind == "PAYMENT" else None,
+        "orderDescription": t.description or None,
+        "transactionType": t.kind,
+        "paymentMethodType": "ALIPAY_HK",
+        "pspName": "AlipayHK",
+        "paymentTime": t.at,
+        "productCode": "CASHIER_PAYMENT",
+        "transactionAmountValue": t.amount,
+        "transactionCurrency": t.currency,
+    }
+
+
+def _antom_sd_row(t: Txn, batch: str, settled_at: Stamp) -> dict[str, Any]:
+    row = _antom_tx_row(t)
+    row.pop("orderDescription")
+    fee = _antom_fee(t)
+    row.update({
+        "settlementBatchId": batch,
+        "settlementTime": settled_at,
+        "settlementAmountValue": t.settlement + fee,
+        "settlementCurrency": t.settlement_currency,
+        "quoteCurrencyPair": t.pair,
+        "quotePrice": t.rate,
+        "feeAmountValue": fee,
+        "feeCurrency": t.settlement_currency,
+    })
+    return row
+
+
+def _antom_summary(rows: Sequence[dict[str, Any]], batch: str, ccy: str, settled_at: Stamp,
+                   customer: str) -> list[dict[str, Any]]:
+    def row(kind: str, subset: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {"settlementBatchId": batch, "customerId": customer, "acquirer": ANTOM_ACQUIRER, "summaryType": kind,
+                "settlementTime": settled_at, "count": len(subset),
+                "settlementAmountValue": sum(r["settlementAmountValue"] for r in subset), "settlementCurrency": ccy,
+                "feeAmountValue": sum(r["feeAmountValue"] for r in subset), "feeCurrency": ccy}
+
+    kinds = sorted({r["transactionType"] for r in rows})
+    return [row("TOTAL", rows)] + [row(k, [r for r in rows if r["transactionType"] == k]) for k in kinds]
+
+
+def render_antom(world: World, view: AccountView, rng: random.Random, inject: bool) -> None:
+    acc = view.account
+    cid = acc.account_id
+    spec = world.spec
+    truth = world.truth
+    base = f"v1/settlements/{cid}"
+    # Transaction details: one file per transaction day, also on days without transactions.
+    tx_paths: list[str] = []
+    for d in range(spec.days):
+        day = spec.start + timedelta(days=d)
+        rows = []
+        for t in view.report:
+            if t.day == day:
+                rows.append(_antom_tx_row(t))
+                if t.request_id in view.dup_in_report:
+                    rows.append(_antom_tx_row(t))
+        rel = f"{base}/{day:%Y%m%d}/{antom.file_name('transaction_detail', date=day)}"
+        world_write(world, rel, antom.write_report("transaction_detail", rows))
+        tx_paths.append(rel)
+    # Settlement: per settlement currency, T+2 business days.
+    batches: dict[tuple[date, str], list[Txn]] = defaultdict(list)
+    for t in view.report:
+        batches[(t.settle_date(), t.settlement_currency)].append(t)
+    plans = sorted(batches)
+    tweak_total = tweak_fee = tweak_row = tweak_name = None
+    if inject:
+        usd = [p for p in plans if p[1] == "USD"]
+        tweak_total, tweak_fee, tweak_row, tweak_name = usd[0], usd[1], usd[2], plans[-1]
+    for n, (sdate, ccy) in enumerate(plans):
+        batch = f"{sdate:%Y%m%d}11021040{n:03d}"
+        settled_at = Stamp(world_dt(sdate, 6).astimezone(UTC), 480)
+        txns = sorted(batches[(sdate, ccy)], key=lambda x: (x.at.utc, x.request_id))
+        rows = [_antom_sd_row(t, batch, settled_at) for t in txns]
+        scope = f"{cid}/{ccy}/{batch}"
+        if (sdate, ccy) == tweak_row:  # one row does not add up: settlement != gross + fee (AN-5)
+            i = next(i for i, r in enumerate(rows) if r["transactionType"] == "PAYMENT")
+            rows[i]["settlementAmountValue"] += 100
+            line = i + 2
+            truth.fail("AN-5", "SD_ROW_ARITHMETIC", f"{scope}/{rows[i]['transactionRequestId']}")
+            truth.injections.append(f"antom: settlement detail line {line} of batch {batch} does not add up")
+        summary = _antom_summary(rows, batch, ccy, settled_at, cid)
+        if (sdate, ccy) == tweak_total:  # the summary disagrees with its rows (AN-1, AN-2)
+            summary[0]["settlementAmountValue"] += 100
+            pay = next(s for s in summary if s["summaryType"] == "PAYMENT")
+            pay["settlementAmountValue"] += 100
+            truth.fail("AN-1", "SD_TOTAL_MISMATCH", scope)
+            truth.fail("AN-2", "SD_TYPE_MISMATCH", f"{scope}/PAYMENT")
+            truth.injections.append(f"antom: summary of batch {batch} states 100 more than its details")
+        if (sdate, ccy) == tweak_fee:  # TOTAL fee off: vs details (AN-3) and vs its own type rows (AN-4)
+            summary[0]["feeAmountValue"] -= 7
+            truth.fail("AN-3", "SD_FEE_MISMATCH", f"{scope}/fee")
+            truth.fail("AN-4", "SS_TOTAL_INCONSISTENT", f"{scope}/fee")
+            truth.injections.append(f"antom: TOTAL fee of batch {batch} off by 7")
+        name_batch = batch
+        if (sdate, ccy) == tweak_name:  # the file name carries another batch id (AN-9)
+            name_batch = batch[:-3] + "999"
+            truth.fail("AN-9", "NAME_MISMATCH", f"{antom.file_name('settlement_detail', currency=ccy, batch_id=name_batch)}")
+            truth.injections.append(f"antom: settlement details of {batch} named {name_batch}")
+        folder = f"{base}/{sdate:%Y%m%d}"
+        world_write(world, f"{folder}/{antom.file_name('settlement_detail', currency=ccy, batch_id=name_batch)}",
+                    antom.write_report("settlement_detail", rows))
+        world_write(world, f"{folder}/{antom.file_name('settlement_summary', currency=ccy, batch_id=batch)}",
+                    antom.write_report("settlement_summary", summary))
+    if inject:
+        # The same bytes delivered twice, and a truncated re-publication of a day file.
+        src = tx_paths[1]
+        data = (world.provider / src).read_bytes()
+        dup = f"{base}/redelivered/{Path(src).name}"
+        world_write(world, dup, data)
+        truth.duplicate_deliveries.append(dup)
+        cut = data[: data.rfind(b"\n", 0, len(data) - 10) + 25]
+        bad = f"{base}/partial/{Path(tx_paths[2]).name}"
+        world_write(world, bad, cut)
+        truth.quarantined.append({"path": bad, "code": "truncated_file"})
+        truth.injections.append(f"antom: {dup} delivered twice; {bad} truncated")
+
+
+def world_dt(day: date, hour: int) -> datetime:
+    return datetime.combine(day, time(hour), UTC8)
+
+
+def world_write(world: World, rel: str, data: bytes) -> None:
+    path = world.provider / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    world.files.append(rel)
+
+
+# ---------------------------------------------------------------------------------------------
+# Alipay+
+
+
+def _direction(signed: int) -> str:
+    return "CREDIT" if signed > 0 else "DEBIT"
+
+
+def _tdr_sign(role: str) -> int:
+    """Participant perspective: an ACQP receives payments, an MPP pays them (alipayplus.md 2)."""
+    return 1 if role == "ACQP" else -1
+
+
+@dataclass
+class _Cycle:
+    day: date
+    batch: str
+    tdr_rows: list[dict[str, Any]]
+    fr_rows: list[dict[str, Any]]
+    tdr_net: int  # participant perspective, signed
+    fr_net: int
+    ccy_set: set[str]
+    net_txn: int
+
+    @property
+    def tsr_net(self) -> int:
+        return self.tdr_net + self.fr_net
+
+
+def _ap_cycle(acc: Account, view: AccountView, day: date) -> _Cycle:
+    batch = f"{day:%Y%m%d}" + ("0000200000" if acc.role == "ACQP" else "0000300000")
+    sign = _tdr_sign(acc.role)
+    tdr: list[dict[str, Any]] = []
+    fr: list[dict[str, Any]] = []
+    for t in view.report:
+        if t.day != day:
+            continue
+        row = {
+            "clearingBatchId": batch, "transactionId": t.provider_id,
+            "originalTransactionId": t.original.provider_id if t.original else None,
+            "transactionRequestId": t.request_id,
+            "originalTransactionRequestId": t.original.request_id if t.original else None,
+            "transactionType": t.kind, "transactionTime": t.at,
+            "transactionAmountValue": abs(t.amount), "transactionCurrency": t.currency,
+            "settlementAmountValue": abs(t.settlement), "settlementCurrency": t.settlement_currency,
+            "quoteCurrencyPair": t.pair, "quotePrice": t.rate,
+            "pspId": "PSP-" + (acc.account_id if acc.role == "MPP" else "A1234567890"),
+            "acquirerId": "ACQ-" + (acc.account_id if acc.role == "ACQP" else "1022ACQP00000001"),
+            "referenceMerchantId": "M-" + t.order_id[-4:],
+        }
+        tdr.append(row)
+        if t.request_id in view.dup_in_report:
+            tdr.append(dict(row))
+        if t.kind == "PAYMENT":
+            for ftype, fee in (("INTERCHANGE_FEE", pct(t.settlement, INTERCHANGE_PCT)),
+                               ("SERVICE_FEE", pct(t.settlement, SERVICE_PCT))):
+                direction = "CREDIT" if (acc.role == "MPP" and ftype == "INTERCHANGE_FEE") else "DEBIT"
+                fr.append({"clearingBatchId": batch, "feeId": f"F{t.provider_id[-10:]}{ftype[0]}",
+                           "transactionId": t.provider_id, "feeType": ftype, "feeAmountValue": fee,
+                           "feeCurrency": acc.settlement_currency, "fundDirection": direction})
+    tdr_net = sign * sum((1 if r["transactionType"] == "PAYMENT" else -1) * r["settlementAmountValue"] for r in tdr)
+    fr_net = sum((1 if r["fundDirection"] == "CREDIT" else -1) * r["feeAmountValue"] for r in fr)
+    ccys = {r["transactionCurrency"] for r in tdr}
+    net_txn = sum((1 if r["transactionType"] == "PAYMENT" else -1) * r["transactionAmountValue"] for r in tdr)
+    return _Cycle(day, batch, tdr, fr, tdr_net, fr_net, ccys, net_txn)
+
+
+def render_alipayplus(world: World, view: AccountView, inject: bool) -> None:
+    acc = view.account
+    pid, ccy, agr = acc.account_id, acc.settlement_currency, acc.agreement_id
+    spec = world.spec
+    truth = world.truth
+    cycles = [_ap_cycle(acc, view, spec.start + timedelta(days=d)) for d in range(spec.days)]
+    # Which batch gets which injected fault (ACQP: clearing-side faults; MPP: settlement-side faults).
+    faults: dict[str, date] = {}
+    if inject and acc.role == "ACQP":
+        faults = {"tdr_count": cycles[0].day, "tdr_net": cycles[1].day, "fr_count": cycles[2].day,
+                  "tsr_count": cycles[3].day, "name_ccy": cycles[6].day}
+    settle_groups: dict[date, list[_Cycle]] = defaultdict(list)
+    for c in cycles:
+        settle_groups[add_business_days(c.day, 2)].append(c)
+    sdates = sorted(settle_groups)
+    if inject and acc.role == "MPP":
+        multi = [s for s in sdates if len(settle_groups[s]) > 1][0]
+        single = [s for s in sdates if len(settle_groups[s]) == 1]
+        faults = {"tsr_net": settle_groups[multi][0].day, "sr_net": multi, "sr_single": single[0],
+                  "unsettled": settle_groups[single[1]][0].day, "twice": settle_groups[single[2]][0].day}
+    tsr_nets: dict[str, int] = {}
+    for c in cycles:
+        scope = f"{pid}/{agr}/{ccy}/{c.batch}"
+        gen = c.day + timedelta(days=1)
+        folder = f"v1/settlements/clearing/{pid}/{gen:%Y%m%d}"
+        single_ccy = next(iter(c.ccy_set)) if len(c.ccy_set) == 1 else None
+        tdr_summary = {"totalCount": len(c.tdr_rows), "netSettlementAmountValue": abs(c.tdr_net),
+                       "settlementCurrency": ccy, "fundDirection": _direction(c.tdr_net),
+                       "netTransactionAmountValue": abs(c.net_txn) if single_ccy else None,
+                       "transactionCurrency": single_ccy}
+        fr_summary = {"totalCount": len(c.fr_rows), "netFeeAmountValue": abs(c.fr_net), "feeCurrency": ccy,
+                      "fundDirection": _direction(c.fr_net)}
+        tsr = {"clearingBatchId": c.batch, "clearingDate": c.day.isoformat(),
+               "totalCount": len(c.tdr_rows) + len(c.fr_rows), "fundDirection": _direction(c.tsr_net),
+               "settlementCurrency": ccy, "netSettlementAmountValue": abs(c.tsr_net),
+               "transactionCurrency": single_ccy, "netTransactionAmountValue": abs(c.net_txn) if single_ccy else None,
+               "extendInfo": None}
+        tsr_net = c.tsr_net
+        if faults.get("tdr_count") == c.day:
+            tdr_summary["totalCount"] += 1
+            truth.fail("AP-I1", "TDR_COUNT_MISMATCH", scope)
+            truth.fail("AP-D1", "TSR_COUNT_MISMATCH", scope)
+            truth.injections.append(f"alipayplus: TDR summary of {c.batch} counts one line too many")
+        if faults.get("tdr_net") == c.day:
+            tdr_summary["netSettlementAmountValue"] += 50
+            truth.fail("AP-I2", "TDR_NET_MISMATCH", scope)
+            truth.fail("AP-I4", "TSR_NET_MISMATCH", scope)
+            truth.injections.append(f"alipayplus: TDR summary net of {c.batch} off by 50")
+        if faults.get("fr_count") == c.day:
+            fr_summary["totalCount"] += 1
+            truth.fail("AP-I3", "FR_COUNT_MISMATCH", scope)
+            truth.fail("AP-D1", "TSR_COUNT_MISMATCH", scope)
+            truth.injections.append(f"alipayplus: fee summary of {c.batch} counts one fee too many")
+        if faults.get("tsr_count") == c.day:
+            tsr["totalCount"] += 1
+            truth.fail("AP-D1", "TSR_COUNT_MISMATCH", scope)
+            truth.injections.append(f"alipayplus: TSR totalCount of {c.batch} off by one")
+        if faults.get("tsr_net") == c.day:
+            tsr_net += 30 if tsr_net >= 0 else -30
+            tsr["netSettlementAmountValue"] = abs(tsr_net)
+            tsr["fundDirection"] = _direction(tsr_net)
+            truth.fail("AP-I4", "TSR_NET_MISMATCH", scope)
+            truth.fail("AP-I5", "SR_BATCH_NET_MISMATCH", None)  # scope filled when the SR is written
+            truth.injections.append(f"alipayplus: TSR net of {c.batch} off by 30")
+        tsr_nets[c.batch] = c.tsr_net  # the SR settles the true figures
+        name_ccy = "JPY" if faults.get("name_ccy") == c.day else ccy
+        if name_ccy != ccy:
+            fname = alipayplus.file_name("transaction_detail", participant_id=pid, currency=name_ccy,
+                                         batch_id=c.batch, agreement_id=agr)
+            truth.fail("AP-I8", "NAME_CURRENCY_MISMATCH", fname)
+            truth.injections.append(f"alipayplus: {fname} carries {ccy} content")
+
+        def put(report: str, data: bytes, currency: str = ccy, batch: str = c.batch, where: str = folder) -> None:
+            name = alipayplus.file_name(report, participant_id=pid, currency=currency, batch_id=batch,
+                                        agreement_id=agr)
+            world_write(world, f"{where}/{name}", data)
+
+        put("transaction_detail", alipayplus.write_report("transaction_detail", rows=c.tdr_rows,
+                                                          summary=tdr_summary), currency=name_ccy)
+        put("fee", alipayplus.write_report("fee", rows=c.fr_rows, summary=fr_summary))
+        put("transaction_summary", alipayplus.write_report("transaction_summary", rows=[tsr]))
+    # Settlement reports.
+    by_day = {c.day: c for c in cycles}
+    listed: dict[date, list[_Cycle]] = {s: list(settle_groups[s]) for s in sdates}
+    if faults.get("unsettled"):
+        for s in sdates:
+            listed[s] = [c for c in listed[s] if c.day != faults["unsettled"]]
+        batch = by_day[faults["unsettled"]].batch
+        truth.fail("AP-I6", "BATCH_NOT_SETTLED", f"{pid}/{agr}/{ccy}/{batch}")
+        truth.injections.append(f"alipayplus: clearing batch {batch} is in no settlement report")
+    if faults.get("twice"):
+        c = by_day[faults["twice"]]
+        later = next(s for s in sdates if s > add_business_days(c.day, 2))
+        listed[later].append(c)
+        truth.fail("AP-I6", "BATCH_SETTLED_TWICE", f"{pid}/{agr}/{ccy}/{c.batch}")
+        truth.injections.append(f"alipayplus: clearing batch {c.batch} settled twice")
+    for s in sdates:
+        sbatch = f"{s:%Y%m%d}" + ("0000900000" if acc.role == "ACQP" else "0000800000")
+        sscope = f"{pid}/{agr}/{ccy}/{sbatch}"
+        details = []
+        for c in sorted(listed[s], key=lambda x: x.day):
+            net = tsr_nets[c.batch]
+            details.append({"clearingBatchId": c.batch, "clearingDate": c.day.isoformat(),
+                            "netSettlementAmountValue": abs(net), "settlementCurrency": ccy,
+                            "fundDirection": _direction(net)})
+            if faults.get("tsr_net") == c.day:
+                pending = next(f for f in truth.check_failures if f["reason_code"] == "SR_BATCH_NET_MISMATCH"
+                               and f["scope"] is None)
+                pending["scope"] = f"{sscope}/{c.batch}"
+        total = sum(tsr_nets[c.batch] for c in listed[s])
+        if faults.get("sr_single") == s:
+            total += 25 if total >= 0 else -25
+            details[0]["netSettlementAmountValue"] = abs(total)
+            details[0]["fundDirection"] = _direction(total)
+            truth.fail("AP-D2", "SR_TSR_MISMATCH", sscope)
+            truth.fail("AP-I5", "SR_BATCH_NET_MISMATCH", f"{sscope}/{details[0]['clearingBatchId']}")
+            truth.injections.append(f"alipayplus: single-cycle settlement {sbatch} differs from its TSR by 25")
+        if faults.get("sr_net") == s:
+            total += 40 if total >= 0 else -40
+            truth.fail("AP-I5", "SR_NET_MISMATCH", sscope)
+            truth.injections.append(f"alipayplus: settlement {sbatch} summary off by 40")
+        summary = {"settlementBatchId": sbatch, "participantAgreementId": agr, "settlementCurrency": ccy,
+                   "netSettlementAmountValue": abs(total), "fundDirection": _direction(total),
+                   "valueDate": s.isoformat(), "totalCount": len(details)}
+        name = alipayplus.file_name("settlement", participant_id=pid, currency=ccy, batch_id=sbatch,
+                                    agreement_id=agr)
+        world_write(world, f"v1/settlements/settlement/{pid}/{s:%Y%m%d}/{name}",
+                    alipayplus.write_report("settlement", rows=details, summary=summary))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ledgers (the users' own records, each in its own column names)
+
+
+def _write_antom_ledger(world: World, rows: Sequence[LedgerRow]) -> dict[str, Any]:
+    """A merchant's order system: major-unit decimals, refunds positive with kind=refund."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["order_ref", "kind", "refund_of", "amount", "ccy", "state", "created_at"])
+    for r in rows:
+        w.writerow([r.request_id, "sale" if r.kind == "PAYMENT" else "refund", r.original_request_id or "",
+                    format_major(abs(r.amount), r.currency), r.currency,
+                    "paid" if r.status == "SUCCESS" else "failed", format_timestamp(r.at, "iso")])
+    rel = "ledgers/antom_merchant_orders.csv"
+    (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (world.root / rel).write_text(buf.getvalue(), encoding="utf-8")
+    return {"name": "merchant-orders", "path": rel, "family": "antom", "account_id": ANTOM_MERCHANT.account_id,
+            "amount_unit": "major", "refund_sign": "negate_reverse_types",
+            "columns": {"merchant_ref_id": "order_ref", "record_type": "kind", "original_merchant_ref_id": "refund_of",
+                        "amount": "amount", "currency": "ccy", "status": "state", "occurred_at": "created_at"},
+            "record_types": {"sale": "PAYMENT", "refund": "REFUND"},
+            "statuses": {"paid": "SUCCESS", "failed": "FAILED"}}
+
+
+def _write_acqp_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> dict[str, Any]:
+    """An acquirer's switch log: minor units, signed, UTC+8 plain timestamps."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["paymentRequestId", "txnType", "originalPaymentRequestId", "amountMinor", "currency", "status",
+                "transactionTime"])
+    for r in rows:
+        w.writerow([r.request_id, r.kind, r.original_request_id or "", str(r.amount), r.currency, r.status,
+                    format_timestamp(r.at, "plain")])
+    rel = f"ledgers/acqp_{acc.account_id}.csv"
+    (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (world.root / rel).write_text(buf.getvalue(), encoding="utf-8")
+    return {"name": "acqp-switch", "path": rel, "family": "alipayplus", "account_id": acc.account_id,
+            "amount_unit": "minor", "refund_sign": "as_written",
+            "columns": {"merchant_ref_id": "paymentRequestId", "record_type": "txnType",
+                        "original_merchant_ref_id": "originalPaymentRequestId", "amount": "amountMinor",
+                        "currency": "currency", "status": "status", "occurred_at": "transactionTime"}}
+
+
+def _write_mpp_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> dict[str, Any]:
+    """A wallet's data warehouse export: Parquet, integer minor units, timestamps with time zone."""
+    table = pa.table({
+        "request_id": pa.array([r.request_id for r in rows], pa.string()),
+        "type": pa.array([r.kind.lower() for r in rows], pa.string()),
+        "orig_request_id": pa.array([r.original_request_id for r in rows], pa.string()),
+        "amount_minor": pa.array([r.amount for r in rows], pa.int64()),
+        "currency": pa.array([r.currency for r in rows], pa.string()),
+        "status": pa.array([r.status for r in rows], pa.string()),
+        "ts": pa.array([r.at.utc for r in rows], pa.timestamp("us", tz="UTC")),
+    })
+    rel = f"ledgers/mpp_{acc.account_id}.parquet"
+    (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, world.root / rel)
+    return {"name": "wallet-dwh", "path": rel, "family": "alipayplus", "account_id": acc.account_id,
+            "amount_unit": "minor", "refund_sign": "as_written",
+            "columns": {"merchant_ref_id": "request_id", "record_type": "type",
+                        "original_merchant_ref_id": "orig_request_id", "amount": "amount_minor",
+                        "currency": "currency", "status": "status", "occurred_at": "ts"}}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_world(root: Path, spec: WorldSpec | None = None) -> World:
+    """Generate the world under ``root``: ``provider/`` (SFTP trees), ``ledgers/``, ``truth.json``."""
+    spec = spec or WorldSpec()
+    root = Path(root)
+    world = World(spec=spec, root=root)
+    rng = random.Random(spec.seed)
+    ids = Ids()
+    for acc in ACCOUNTS:
+        txns = generate_txns(acc, spec, rng, ids)
+        for t in txns:
+            if t.account.family == "antom":
+                t.fee = _antom_fee(t)
+            elif t.kind == "PAYMENT":
+                t.interchange_fee = pct(t.settlement, INTERCHANGE_PCT)
+                t.service_fee = pct(t.settlement, SERVICE_PCT)
+        view = AccountView(acc, list(txns), [_ledger_row(t) for t in txns])
+        boundary = [t for t in txns if t.at.utc.astimezone(UTC8).time().isoformat() in ("23:59:59.999000", "00:00:00")]
+        for t in boundary:
+            world.truth.boundaries.append({"family": acc.family, "account_id": acc.account_id,
+                                           "merchant_ref_id": t.request_id, "clearing_date": t.day.isoformat(),
+                                           "occurred_at": t.at.isoformat()})
+        if spec.inject:
+            inject_match(view, world.truth, rng, ids, {t.request_id for t in boundary}, MATCH_REPORTS[acc.family])
+        if acc.family == "antom":
+            render_antom(world, view, rng, spec.inject)
+            world.ledgers.append(_write_antom_ledger(world, view.ledger))
+        else:
+            render_alipayplus(world, view, spec.inject)
+            writer = _write_acqp_ledger if acc.role == "ACQP" else _write_mpp_ledger
+            world.ledgers.append(writer(world, acc, view.ledger))
+    truth = world.truth
+    truth.exceptions.sort(key=lambda e: (e["family"], e["report"], e["exception_class"], e["match_key"]))
+    truth.check_failures.sort(key=lambda c: (c["check_id"], c["reason_code"], c["scope"] or ""))
+    (root / "truth.json").write_text(json.dumps({
+        "seed": spec.seed, "start": spec.start.isoformat(), "days": spec.days,
+        "accounts": [{"family": a.family, "account_id": a.account_id, "role": a.role,
+                      "settlement_currency": a.settlement_currency, "agreement_id": a.agreement_id} for a in ACCOUNTS],
+        "ledgers": world.ledgers,
+        "exceptions": truth.exceptions, "check_failures": truth.check_failures,
+        "duplicate_deliveries": truth.duplicate_deliveries, "quarantined": truth.quarantined,
+        "boundaries": truth.boundaries, "injections": truth.injections,
+    }, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return world

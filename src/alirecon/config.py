@@ -168,10 +168,17 @@ class DuckDBConfig(_Model):
     threads: int | None = None
 
 
+class ChecksConfig(_Model):
+    # AN-5 per-row tolerance in minor units: Antom's FX rounding rule is undocumented (antom.md 10)
+    row_tolerance_minor: int = Field(1, ge=0)
+
+
 class WorkspaceConfig(_Model):
     version: int = 1
     parse: ParseConfig = Field(default_factory=ParseConfig)
-    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    # the user's own records: one entry per ledger (each with its own column mapping and family)
+    ledgers: list[LedgerConfig] = Field(default_factory=list)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     accounts: list[AccountConfig] = Field(default_factory=list)
     duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)

@@ -126,12 +126,12 @@ def inject_match(view: AccountView, truth: Truth, rng: random.Random, ids: Ids, 
 
     t = pool.pop()  # the provider never recorded it
     view.report.remove(t)
-    truth.expect(fam, reports, "missing_in_report", "MISSING_IN_REPORT", t.request_id, "PAYMENT")
+    truth.expect(fam, reports, "missing_in_report", "NOT_IN_REPORT", t.request_id, "PAYMENT")
     truth.injections.append(f"{tag}: {t.request_id} only in the ledger")
 
     t = pool.pop()  # the user never recorded it
     view.ledger.remove(by_id[t.request_id])
-    truth.expect(fam, reports, "missing_in_ledger", "MISSING_IN_LEDGER", t.request_id, "PAYMENT")
+    truth.expect(fam, reports, "missing_in_ledger", "NOT_IN_LEDGER", t.request_id, "PAYMENT")
     truth.injections.append(f"{tag}: {t.request_id} only in the report")
 
     t = pool.pop()
@@ -151,12 +151,12 @@ def inject_match(view: AccountView, truth: Truth, rng: random.Random, ids: Ids, 
 
     t = pool.pop()  # listed twice in the transaction detail file only
     view.dup_in_report.add(t.request_id)
-    truth.expect(fam, reports[:1], "duplicate_in_report", "DUPLICATE_IN_REPORT", t.request_id, "PAYMENT")
+    truth.expect(fam, reports[:1], "duplicate_in_report", "DUPLICATE_KEY", t.request_id, "PAYMENT")
     truth.injections.append(f"{tag}: {t.request_id} listed twice in {reports[0]}")
 
     t = pool.pop()
     view.ledger.append(replace(by_id[t.request_id]))
-    truth.expect(fam, reports, "duplicate_in_ledger", "DUPLICATE_IN_LEDGER", t.request_id, "PAYMENT")
+    truth.expect(fam, reports, "duplicate_in_ledger", "DUPLICATE_KEY", t.request_id, "PAYMENT")
     truth.injections.append(f"{tag}: {t.request_id} recorded twice in the ledger")
 
     refunds = [r for r in view.ledger if r.kind == "REFUND" and r.original_request_id]

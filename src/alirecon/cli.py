@@ -1,0 +1,358 @@
+"""The ``alirecon`` command line: every command prints a table for people and ``--json`` for programs.
+
+Exit codes: 0 = everything agrees, 1 = discrepancies (quarantined files, failed checks, exceptions),
+2 = an error (bad arguments, unreadable workspace, a bug).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import errors
+from .config import LedgerConfig, WorkspaceConfig
+from .formats.engine import ParsedFile, new_connection
+from .formats.registry import parse_file
+from .warehouse import IngestReport, Workspace
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reconcile Alipay+, Antom and Alipay payments: parse, check and match every report exactly.")
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK, EXIT_DISCREPANCY, EXIT_ERROR = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", envvar="ALIRECON_WORKSPACE",
+                                            help="Workspace folder (config + archive + database).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _emit(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def guarded(fn: F) -> F:
+    """Turn alirecon errors into exit code 2 with a one-line message (JSON when --json)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (errors.AlireconError, OSError, ValueError) as exc:
+            if kwargs.get("as_json"):
+                _emit({"error": type(exc).__name__, "message": str(exc)})
+            else:
+                err_console.print(f"[red]error:[/red] {exc}")
+            if os.environ.get("ALIRECON_DEBUG"):
+                raise
+            raise typer.Exit(EXIT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Progress]:
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err_console, transient=True, disable=not enabled)
+    with progress:
+        yield progress
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+        else:
+            out.append(p)
+    return out
+
+
+def _ingest(ws: Workspace, paths: Sequence[Path], show: bool, label: str = "ingesting") -> IngestReport:
+    files = _expand(paths)
+    with _progress(show) as progress:
+        task = progress.add_task(label, total=len(files))
+        return ws.ingest(files, progress=lambda name, done: progress.update(task, completed=done,
+                                                                          description=f"{label} {name}"))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+@guarded
+def init(path: Annotated[Path, typer.Argument(help="Folder to create.")] = Path("."), as_json: JsonOpt = False) -> None:
+    """Create a workspace: alirecon.toml, archive/ and the DuckDB database."""
+    ws = Workspace.init(path)
+    ws.close()
+    if as_json:
+        _emit({"workspace": str(path.resolve())})
+    else:
+        console.print(f"workspace ready: {path.resolve()}  (edit {path / 'alirecon.toml'} to map your ledger)")
+
+
+@app.command()
+@guarded
+def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).")],
+           workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Archive, detect, parse and load report files; bad files are quarantined with their reasons."""
+    with Workspace.open(workspace) as ws:
+        report = _ingest(ws, paths, not as_json)
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        _print_ingest(report)
+    raise typer.Exit(EXIT_DISCREPANCY if report.count("quarantined") or report.count("failed") else EXIT_OK)
+
+
+def _print_ingest(report: IngestReport, limit: int = 50) -> None:
+    table = Table(title="Files")
+    for col in ("file", "report", "status", "rows", "first problem"):
+        table.add_column(col)
+    for o in report.files[:limit]:
+        first = str(o.problems[0]) if o.problems else ""
+        style = {"quarantined": "red", "failed": "red", "duplicate": "yellow"}.get(o.status, "")
+        table.add_row(o.name, f"{o.family}.{o.report}" if o.family else "?", f"[{style}]{o.status}[/]" if style
+                      else o.status, str(o.rows), first[:90])
+    console.print(table)
+    counts = {s: report.count(s) for s in ("new", "duplicate", "quarantined", "failed")}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+@app.command()
+@guarded
+def check(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Run every check of every report against itself and its siblings."""
+    from . import pipeline
+
+    with Workspace.open(workspace) as ws:
+        run = pipeline.check(ws)
+    if as_json:
+        _emit({"run_id": run.run_id, "failures": run.failures, "results": pipeline.jsonable(run.results)})
+    else:
+        _print_checks(run.results)
+    raise typer.Exit(EXIT_DISCREPANCY if run.failures else EXIT_OK)
+
+
+def _print_checks(results: Any, limit: int = 40) -> None:
+    rows = results.to_pylist()
+    by_check: dict[str, list[int]] = {}
+    for r in rows:
+        by_check.setdefault(r["check_id"], [0, 0])[0 if r["status"] == "pass" else 1] += 1
+    table = Table(title="Checks")
+    for col in ("check", "passed", "failed"):
+        table.add_column(col)
+    for cid, (ok, bad) in sorted(by_check.items()):
+        table.add_row(cid, str(ok), f"[red]{bad}[/red]" if bad else "0")
+    console.print(table)
+    failed = [r for r in rows if r["status"] == "fail"]
+    if failed:
+        t = Table(title="Failed checks")
+        for col in ("check", "reason", "scope", "expected", "found", "where"):
+            t.add_column(col)
+        for r in failed[:limit]:
+            where = ", ".join(f"{x['name']}:{x['line']}" if x["line"] else x["name"] for x in r["lineage"][:2])
+            t.add_row(r["check_id"], r["reason_code"], r["scope"], str(r["expected"]), str(r["actual"]), where)
+        console.print(t)
+
+
+def _one_shot_ledger(ledger: Path, maps: list[str], family: str | None, unit: str | None,
+                     currency: str | None) -> LedgerConfig:
+    columns: dict[str, str] = {}
+    for item in maps:
+        key, sep, col = item.partition("=")
+        if not sep or not key or not col:
+            raise errors.ConfigError(f"--map takes FIELD=COLUMN, got {item!r}")
+        columns[key.strip()] = col.strip()
+    data: dict[str, Any] = {"name": ledger.name, "path": ledger, "family": family}
+    if columns:
+        data["columns"] = columns
+    if unit:
+        data["amount_unit"] = unit
+    if currency:
+        data["currency"] = currency
+    return LedgerConfig.model_validate(data)
+
+
+@app.command()
+@guarded
+def reconcile(
+    workspace: WorkspaceOpt = Path("."),
+    report: Annotated[list[Path] | None, typer.Option("--report", help="One-shot: report file(s), no workspace.")] = None,
+    ledger: Annotated[Path | None, typer.Option("--ledger", help="One-shot: the ledger (CSV or Parquet).")] = None,
+    maps: Annotated[list[str] | None, typer.Option("--map", help="One-shot: FIELD=COLUMN of the ledger.")] = None,
+    family: Annotated[str | None, typer.Option(help="One-shot: family of the ledger rows.")] = None,
+    unit: Annotated[str | None, typer.Option(help="One-shot: ledger amount unit, major or minor.")] = None,
+    currency: Annotated[str | None, typer.Option(help="One-shot: fixed ledger currency.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the exceptions to a .parquet or .csv file.")] = None,
+    extras: Annotated[bool, typer.Option(help="Keep unknown report columns (off saves memory).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Match report lines against the ledger; every discrepancy gets a class, a reason and both sides' lines."""
+    from . import oneshot, pipeline
+
+    if report or ledger:
+        if not report or not ledger:
+            raise errors.ConfigError("one-shot mode needs both --report and --ledger")
+        cfg = _one_shot_ledger(ledger, maps or [], family, unit, currency)
+        with _progress(not as_json) as progress:
+            result = oneshot.reconcile_files(_expand(report), ledger, cfg, out=out, keep_extras=extras,
+                                             progress=progress)
+        if as_json:
+            _emit(result.to_dict())
+        else:
+            oneshot.print_result(console, result)
+        raise typer.Exit(EXIT_ERROR if result.problems_fatal else
+                         EXIT_DISCREPANCY if result.exception_count or result.problems else EXIT_OK)
+    with Workspace.open(workspace) as ws:
+        ledgers = pipeline.ingest_ledgers(ws)
+        run = pipeline.reconcile(ws)
+        if out is not None:
+            oneshot.write_table(run.exceptions, out)
+    bad_ledgers = [x for x in ledgers if not x.ok]
+    if as_json:
+        _emit({"run_id": run.run_id, "ledgers": [x.to_dict() for x in ledgers], "counts": run.counts,
+               "out_of_window": run.out_of_window, "exceptions": pipeline.jsonable(run.exceptions)})
+    else:
+        for x in bad_ledgers:
+            err_console.print(f"[red]ledger {x.name} quarantined:[/red] {x.problems[0] if x.problems else ''}")
+        _print_exceptions(run.exceptions)
+    raise typer.Exit(EXIT_DISCREPANCY if run.exceptions.num_rows or bad_ledgers else EXIT_OK)
+
+
+def _print_exceptions(exceptions: Any, limit: int = 40) -> None:
+    from .pipeline import summary_counts
+
+    counts = summary_counts(exceptions)
+    table = Table(title="Exceptions by class")
+    for col in ("family", "report", "class", "count"):
+        table.add_column(col)
+    for (fam, rep, cls), n in counts.items():
+        table.add_row(fam, rep, cls, str(n))
+    console.print(table)
+    rows = exceptions.to_pylist()[:limit]
+    if rows:
+        t = Table(title=f"Exceptions (first {len(rows)} of {exceptions.num_rows})")
+        for col in ("class", "reason", "key", "report", "ledger", "report line", "ledger row"):
+            t.add_column(col)
+        for r in rows:
+            rl = r["report_lines"][0] if r["report_lines"] else None
+            lr = r["ledger_rows"][0] if r["ledger_rows"] else None
+            t.add_row(r["exception_class"], r["reason_code"], r["match_key"] or "",
+                      f"{r['report_amount_minor']} {r['report_currency'] or ''}" if rl else "",
+                      f"{r['ledger_amount_minor']} {r['ledger_currency'] or ''}" if lr else "",
+                      f"{rl['name']}:{rl['line']}" if rl else "", f"{lr['name']}:{lr['line']}" if lr else "")
+        console.print(t)
+
+
+@app.command()
+@guarded
+def exceptions(
+    workspace: WorkspaceOpt = Path("."),
+    cls: Annotated[str | None, typer.Option("--class", help="Only this exception class.")] = None,
+    family: Annotated[str | None, typer.Option(help="Only this family.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show in the table.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the exceptions of the latest reconcile run."""
+    from . import pipeline
+
+    with Workspace.open(workspace) as ws:
+        table = ws.latest_exceptions()
+    rows = [r for r in pipeline.jsonable(table)
+            if (cls is None or r["exception_class"] == cls) and (family is None or r["family"] == family)]
+    if as_json:
+        _emit({"count": len(rows), "exceptions": rows})
+    else:
+        import pyarrow as pa
+
+        _print_exceptions(pa.Table.from_pylist(rows, schema=table.schema) if rows else table.slice(0, 0), limit)
+    raise typer.Exit(EXIT_DISCREPANCY if rows else EXIT_OK)
+
+
+def parsed_summary(parsed: ParsedFile) -> dict[str, Any]:
+    """The ``parse --json`` object: what the file holds, what it says about itself, what is wrong."""
+    declared: dict[str, dict[str, int]] = {}
+    count = None
+    for d in parsed.declared:
+        if d.scope not in ("TOTAL", "summary", "file"):
+            continue
+        if d.figure == "count":
+            count = (count or 0) + (d.value or 0)
+        elif d.figure in ("amount", "settlement", "fee") and d.value is not None:
+            value = -d.value if d.direction == "DEBIT" else d.value
+            slot = declared.setdefault(d.currency or "", {})
+            slot[d.figure] = slot.get(d.figure, 0) + value
+    return {
+        "file": parsed.name, "sha256": parsed.sha256, "family": parsed.family, "report": parsed.report,
+        "variant": parsed.variant, "meta": parsed.meta, "rows": parsed.row_count, "by_type": parsed.by_type(),
+        "totals": parsed.totals(), "declared": declared, "declared_count": count,
+        "declared_figures": [d.__dict__ for d in parsed.declared], "ok": parsed.ok,
+        "problems": [p.to_dict() for p in parsed.problems],
+    }
+
+
+@app.command()
+@guarded
+def parse(path: Annotated[Path, typer.Argument(help="A report file.")], as_json: JsonOpt = False) -> None:
+    """Parse one report and show its rows by type, its totals, its own declared totals and its problems."""
+    if not path.is_file():
+        raise errors.ConfigError(f"no such file: {path}")
+    con = new_connection()
+    with parse_file(path, con) as parsed:
+        data = parsed_summary(parsed)
+    if as_json:
+        _emit(data)
+    else:
+        console.print(f"[bold]{data['file']}[/bold]: {data['family'] or '?'}.{data['report'] or '?'} "
+                      f"{data['variant']}  {data['rows']} rows  sha256 {data['sha256'][:16]}")
+        console.print(f"by type: {data['by_type']}\ntotals: {data['totals']}\ndeclared: {data['declared']}")
+        for p in parsed.problems[:50]:
+            console.print(f"[red]{p}[/red]" if p.severity == "error" else f"[yellow]{p}[/yellow]")
+    raise typer.Exit(EXIT_OK if parsed.ok and not parsed.problems else EXIT_DISCREPANCY)
+
+
+@app.command()
+@guarded
+def demo(
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic world.")] = 42,
+    days: Annotated[int, typer.Option(help="Days of payments.", min=7)] = 7,
+    keep: Annotated[Path | None, typer.Option(help="Keep the world and workspace in this folder.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a synthetic provider world, run ingest -> check -> reconcile, and grade it against the truth."""
+    from .demo import run_demo
+
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        result = run_demo(keep, seed=seed, days=days, show=not as_json)
+    else:
+        with tempfile.TemporaryDirectory(prefix="alirecon-demo-") as tmp:
+            result = run_demo(Path(tmp), seed=seed, days=days, show=not as_json)
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        result.print(console)
+    raise typer.Exit(EXIT_OK if result.diff.exact else EXIT_DISCREPANCY)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main", "WorkspaceConfig"]

@@ -319,8 +319,7 @@ def _read_parquet(path: Path, layout: Layout, config: LedgerConfig, con: duckdb.
                       for i, (c, t) in enumerate(columns))
     source = f"(SELECT {texts}, file_row_number + 1 AS __line FROM {scan})"
     table = _tmp_name("ledger")
-    select = ", ".join([*compiled.select, f"{compiled.bad_sql} AS __bad", f"{compiled.warn_sql} AS __warn", "__line"])
-    con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM {source} ORDER BY __line")
+    con.execute(f"CREATE TEMP TABLE {table} AS {compiled.query(source, ('__line',))} ORDER BY __line")
     ledger._owned.append(table)
     ledger.table, ledger.line_sql, ledger.columns = table, "__line", compiled.outputs
     ledger.row_count = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])

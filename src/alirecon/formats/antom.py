@@ -412,7 +412,11 @@ def layout_of(report: str, variant: str) -> Layout:
 _SETTLEMENT_MARKERS = frozenset({"settlementamountvalue", "settlementbatchid", "settlementtime",
                                  "settlementinitiateddate", "settlementcurrency"})
 _TX_MARKERS = frozenset({"status", "orderdescription", *(n.lower() for n in _TX_ONLY_V2)})
-_V2_MARKERS = frozenset({"psp", "settlementinitiateddate", "transactioncreationtime"})
+# Columns only the v2 schema has (antom.md 5, 6.2, 6.3); ``PSP``/``settlementInitiatedDate``/
+# ``transactionCreationTime`` are the brief's markers, the others make customised headers safer [inferred].
+_V2_MARKERS = frozenset({"psp", "settlementinitiateddate", "transactioncreationtime", "transactionupdatetime",
+                         "transactioncompletiontime", "arn", "wallet", "status", "convertedtransactionamountvalue",
+                         "paymentmethodfeeamountvalue"})
 
 
 def classify_header(header: Sequence[str]) -> tuple[str | None, str]:
@@ -421,8 +425,8 @@ def classify_header(header: Sequence[str]) -> tuple[str | None, str]:
     With ``transactionType``: transaction details when a column found only there is present
     (``orderDescription``, ``status``, the v2 card columns), else settlement details when a settlement
     column is present, else transaction details. Without it: settlement summary when ``count`` is there
-    with a settlement column or ``summaryType``. v2 when ``PSP``, ``settlementInitiatedDate`` or
-    ``transactionCreationTime`` is present, else v1.
+    with a settlement column or ``summaryType``. v2 when a v2-only column (``PSP``, ``settlementInitiatedDate``,
+    ``transactionCreationTime``, ``ARN``, ``wallet``, ``status``, ...) is present, else v1.
     """
     names = {h.strip().lower() for h in header}
     generation = "v2" if names & _V2_MARKERS else "v1"

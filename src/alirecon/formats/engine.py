@@ -200,7 +200,9 @@ def install_macros(con: duckdb.DuckDBPyConnection, exponents: Mapping[str, int] 
     """SQL helpers shared by every compiled layout (same rules as ``money`` and ``clock``)."""
     table = all_exponents(exponents)
     entries = ", ".join(f"{_sql_str(code)}: {exp}" for code, exp in sorted(table.items()))
-    con.execute(f"CREATE OR REPLACE TEMP MACRO ar_exp(c) AS (MAP {{{entries}}})[c]")
+    # One map held in a variable: inlining a 180-entry MAP literal at every use made planning slow.
+    con.execute(f"SET VARIABLE ar_exponents = MAP {{{entries}}}")
+    con.execute("CREATE OR REPLACE TEMP MACRO ar_exp(c) AS getvariable('ar_exponents')[c]")
     con.execute(
         "CREATE OR REPLACE TEMP MACRO ar_pow10(e) AS "
         "CASE e WHEN 0 THEN 1 WHEN 1 THEN 10 WHEN 2 THEN 100 WHEN 3 THEN 1000 WHEN 4 THEN 10000 END"
@@ -241,13 +243,21 @@ class _Rule:
 class Compiled:
     """A layout bound to one header: the SELECT list, the rules, and what was found where."""
 
-    select: list[str]
+    select: list[str]  # over the normalised values v0, v1, ... (see ``prelude``)
     outputs: frozenset[str]
     rules: list[_Rule]
     found: dict[str, int]  # documented column name -> 0-based header index
     extras: list[int]  # header indexes kept as extras
     bad_sql: str
     warn_sql: str
+    prelude: list[str]  # source cell c<i> -> v<i>: NULL for empty cells and null tokens, computed once
+
+    def query(self, source: str, passthrough: Sequence[str] = ()) -> str:
+        """SELECT the outputs plus ``__bad``/``__warn`` (index of the first broken rule) from ``source``,
+        a relation with columns c0, c1, ... (and the ``passthrough`` columns, kept as they are)."""
+        inner = ", ".join([*self.prelude, *passthrough])
+        outer = ", ".join([*self.select, f"{self.bad_sql} AS __bad", f"{self.warn_sql} AS __warn", *passthrough])
+        return f"SELECT {outer} FROM (SELECT {inner} FROM {source})"
 
 
 def resolve_header(layout: Layout, header: Sequence[str]) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
@@ -293,7 +303,9 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
     null_list = ", ".join(_sql_str(t) for t in nulls)
 
     def value(i: int) -> str:
-        return f"(CASE WHEN c{i} IN ({null_list}) THEN NULL ELSE c{i} END)"
+        return f"v{i}"
+
+    prelude = [f"CASE WHEN c{i} IN ({null_list}) THEN NULL ELSE c{i} END AS v{i}" for i in range(len(header))]
 
     default_off = layout.default_offset_minutes
     sign = "-" if default_off < 0 else "+"
@@ -444,7 +456,24 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
         extras=extra_idx,
         bad_sql=_first_broken(errs, rules),
         warn_sql=_first_broken(warns, rules),
+        prelude=prelude,
     )
+
+
+_SMALL_FILE = 4 * _MB
+
+
+def create_table(con: duckdb.DuckDBPyConnection, table: str, query: str, *, small: bool) -> None:
+    """CREATE TEMP TABLE ... AS ``query``. For small inputs the common-subexpression optimizer is skipped:
+    on a wide layout it costs more planning time (~60 ms) than it could ever save on a few rows."""
+    if not small:
+        con.execute(f"CREATE TEMP TABLE {table} AS {query}")
+        return
+    con.execute("SET disabled_optimizers = 'common_subexpressions'")
+    try:
+        con.execute(f"CREATE TEMP TABLE {table} AS {query}")
+    finally:
+        con.execute("RESET disabled_optimizers")
 
 
 def _ident(name: str) -> str:
@@ -674,16 +703,15 @@ def read_csv_body(
         f"rejects_limit={options.max_problems * 4}, max_line_size={options.max_line_bytes}, "
         f"buffer_size={buffer}, encoding='utf-8')"
     )
-    select = ", ".join([*compiled.select, f"{compiled.bad_sql} AS __bad", f"{compiled.warn_sql} AS __warn"])
     try:
-        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM {source}")
+        create_table(con, table, compiled.query(source), small=os.path.getsize(path) < _SMALL_FILE)
     except duckdb.InvalidInputException as exc:
         # DuckDB raises, instead of rejecting the line, for some malformed files (a bare CR in an unquoted
         # cell): report it as a typed problem with an empty body rather than crash.
         facts = facts_thread.join_result() if facts_thread else SourceFile.scan(path)
         con.execute(f"DROP TABLE IF EXISTS {rej}; DROP TABLE IF EXISTS {rejscan}")
         nothing = ", ".join(f"CAST(NULL AS VARCHAR) AS c{i}" for i in range(ncols))
-        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM (SELECT {nothing}) WHERE false")
+        con.execute(f"CREATE TEMP TABLE {table} AS {compiled.query(f'(SELECT {nothing})')} WHERE false")
         return BodyResult(table, 0, "rowid", [_unreadable_csv(path, name, exc, header, delimiter)],
                           compiled.outputs), facts
     facts = facts_thread.join_result() if facts_thread else SourceFile.scan(path)
@@ -812,9 +840,7 @@ def convert_rows(
     table = _tmp_name("body")
     con.register(src, pa.table(data))
     try:
-        select = ", ".join([*compiled.select, f"{compiled.bad_sql} AS __bad", f"{compiled.warn_sql} AS __warn",
-                            "__line"])
-        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {select} FROM {src} ORDER BY __line")
+        create_table(con, table, compiled.query(src, ("__line",)) + " ORDER BY __line", small=True)
     finally:
         con.unregister(src)
     return BodyResult(table, len(rows), "__line", [], compiled.outputs)
@@ -841,8 +867,8 @@ def rule_problems(
     checks = ", ".join(f"CASE WHEN {r.sql} THEN {k} END" for k, r in enumerate(compiled.rules))
     ids = ", ".join(str(rid) for rid in lines)
     result = con.execute(
-        f"SELECT rowid, list_filter([{checks}], lambda x: x IS NOT NULL) FROM {raw} "
-        f"WHERE rowid IN ({ids}) ORDER BY rowid"
+        f"SELECT __rid, list_filter([{checks}], lambda x: x IS NOT NULL) FROM "
+        f"(SELECT rowid AS __rid, {', '.join(compiled.prelude)} FROM {raw} WHERE rowid IN ({ids})) ORDER BY __rid"
     ).fetchall()
     cells = {
         rid: row
@@ -966,7 +992,7 @@ class ParsedFile:
     def lines_arrow(self) -> pa.Table:
         if self.con is None or self.body is None:
             return REPORT_LINE.empty_table()
-        return self.con.sql(self.lines_sql() + " ORDER BY line_no").fetch_arrow_table().cast(REPORT_LINE)
+        return self.con.sql(self.lines_sql() + " ORDER BY line_no").to_arrow_table().cast(REPORT_LINE)
 
     def declared_arrow(self) -> pa.Table:
         rows = [

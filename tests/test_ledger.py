@@ -260,6 +260,8 @@ def test_fixed_currency_for_a_ledger_without_currency_column(tmp_path, con):
     assert parsed.ok
     row = parsed.lines_arrow().to_pylist()[0]
     assert (row["amount_minor"], row["amount_currency"]) == (12, "JPY")
+    with pytest.raises(errors.ConfigError, match="XYZ"):
+        read_ledger(path, LedgerConfig(columns={"merchant_ref_id": "ref", "amount": "amt"}, currency="XYZ"), con)
 
 
 # ---------------------------------------------------------------------------------------------- Parquet

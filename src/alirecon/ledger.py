@@ -56,6 +56,7 @@ from .formats.engine import (
     rule_problems,
     sort_problems,
 )
+from .money import MoneyError, exponent
 from .schema import LEDGER_LINE
 
 __all__ = ["ParsedLedger", "ledger_layout", "read_ledger"]
@@ -194,7 +195,7 @@ def ledger_layout(config: LedgerConfig) -> Layout:
             continue
         value = ref(fld)
         if negate and fld in _NEGATIVE_REVERSE:
-            outputs[f"{fld}_minor"] = f"(CASE WHEN {record_type} IN ({reverse}) THEN -{value} ELSE {value} END)"
+            outputs[f"{fld}_minor"] = f"(CASE WHEN {record_type} IN ({reverse}) THEN -({value}) ELSE {value} END)"
             outputs[_NEGATIVE_REVERSE[fld]] = (
                 f"(CASE WHEN {record_type} IN ({reverse}) AND {value} < 0 THEN {{{m[fld]}:raw}} END)"
             )
@@ -232,6 +233,11 @@ def read_ledger(path: Path, config: LedgerConfig, con: duckdb.DuckDBPyConnection
     con = con or new_connection(exponents=options.exponents)
     path = Path(path)
     name = name or path.name
+    if config.currency is not None:
+        try:
+            exponent(config.currency, options.exponents)
+        except MoneyError as exc:
+            raise errors.ConfigError(f"ledger {config.name!r}: fixed currency: {exc}") from None
     layout = ledger_layout(config)
     suffix = path.suffix.lower()
     if suffix in PARQUET_EXTENSIONS:

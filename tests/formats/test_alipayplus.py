@@ -473,6 +473,17 @@ def test_header_aliases(tmp_path: Path, con: Any) -> None:
     assert ("summary", "settlement", 700, "USD", "DEBIT", "B", 2) in declared(parsed)
 
 
+def test_unknown_column_in_a_detail_header_is_kept(tmp_path: Path, con: Any) -> None:
+    """A provider column we do not know yet must not turn the header into a data row (spec 6.6 rule 3)."""
+    text = (b"totalCount,netSettlementAmountValue,settlementCurrency,fundDirection\n1,700,USD,DEBIT\n\n"
+            b"transactionType,transactionTime,settlementAmountValue,brandNewColumn\n"
+            b"PAYMENT,2022-04-19 23:59:59,700,xyz\n")
+    parsed = parse(ap.TRANSACTION_DETAIL, tmp_path / "transactionItems_P_USD_B_G_000.csv", text, con)
+    assert parsed.ok, codes(parsed)
+    [line] = parsed.lines_arrow().to_pylist()
+    assert (line["settlement_minor"], line["line_no"], dict(line["extras"])) == (700, 5, {"brandNewColumn": "xyz"})
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input specific to sections (spec 5) and to the sign convention
 

@@ -10,8 +10,9 @@ Besides the canonical ``schema.REPORT_LINE`` fields, each parsed body table carr
 ``col:<provider column>``: every amount without a canonical field in minor units (the fee columns for the
 summary figures and AN-3, ``convertedTransactionAmountValue`` for AN-5), the fee currencies, ``count``, and
 the text as written of the time columns, ``status`` and ``quotePrice`` (which the canonical fields
-normalise). ``provider_rows`` uses them to give
-a parsed file back as provider rows, the exact inverse of ``write_report``.
+normalise). ``provider_rows`` uses them to give a parsed file back as provider rows, the exact inverse of
+``write_report``. Hidden fields live only in the parse-time body table; a column that no canonical field
+carries also keeps its text in ``extras`` (``Layout.extras_keep``), so the warehouse still sees it.
 """
 
 from __future__ import annotations
@@ -372,6 +373,9 @@ _VERBATIM: dict[str, str] = {
 }
 
 
+_PLACEHOLDER = re.compile(r"\{([^{}:@]+)(?::[a-z]+)?\}")
+
+
 def _layout(report: str, generation: str) -> Layout:
     names = dict.fromkeys((*HEADERS[(report, generation)], *_EXTRA_KNOWN[generation]))
     required = _REQUIRED[(report, generation)]
@@ -391,10 +395,15 @@ def _layout(report: str, generation: str) -> Layout:
             outputs[HIDDEN + col.name] = f"{{{col.name}:raw}}"
         elif col.kind is Kind.AMOUNT and col.name not in _VERBATIM:  # e.g. convertedTransactionAmountValue (AN-5)
             outputs.setdefault(HIDDEN + col.name, f"{{{col.name}}}")
+    # A column read only for hidden fields keeps its text in extras: the warehouse stores the lines, not the
+    # hidden fields, and should still see e.g. every fee column as written.
+    canonical = {m.group(1) for out, tpl in outputs.items() if not out.startswith(HIDDEN)
+                 for m in _PLACEHOLDER.finditer(tpl)}
+    side_only = tuple(n for n in names if HIDDEN + n in outputs and n not in canonical)
     # "null" is an empty cell for Antom's own scripts (antom.md 4). Unit: major by default (antom.md 9),
     # switchable per report with ParseOptions.amount_units["antom.<report>"] = "minor".
     return Layout(f"{FAMILY}.{report}.{generation}", tuple(columns), outputs, amount_unit="major",
-                  null_tokens=("null",))
+                  null_tokens=("null",), extras_keep=side_only)
 
 
 _LAYOUTS: dict[tuple[str, str], Layout] = {key: _layout(*key) for key in HEADERS}
@@ -451,17 +460,16 @@ class _HeaderVariant(Variant):
 
 @dataclass(frozen=True)
 class _AntomReport(TableReport):
-    """A TableReport that also knows the Dashboard download names (antom.md 2.2)."""
+    """A TableReport that also knows the Dashboard download names (antom.md 2.2) and fills the v2 fee totals."""
 
     other_names: tuple[re.Pattern[str], ...] = ()
 
     def parse(self, path: Path, con: duckdb.DuckDBPyConnection | None = None,
               options: ParseOptions | None = None, *, name: str | None = None) -> ParsedFile:
-        """TableReport.parse, then the v2 fee totals (``_sum_fees``) and the summary's figures, in that order."""
+        """TableReport.parse, then the v2 fee totals (``_sum_fees``; ``declare_summary`` does it first)."""
         parsed = super().parse(path, con, options, name=name)
-        _sum_fees(parsed)
-        if self.report == SS and parsed.con is not None:
-            parsed.declared = declare_summary(parsed, parsed.con)
+        if self.declare is None:
+            _sum_fees(parsed)
         return parsed
 
     def name_meta(self, name: str) -> dict[str, str] | None:
@@ -483,6 +491,7 @@ def declare_summary(parsed: ParsedFile, con: duckdb.DuckDBPyConnection) -> list[
     """
     if parsed.body is None:
         return []
+    _sum_fees(parsed)  # the v2 "fee" figure is the line's fee total
     fees = [f for f in _FEES.get(parsed.variant, FEES_V1) if f[0] != "feeAmountValue"]
     fields = ["record_type", "settlement_batch_id", HIDDEN + "count", "settlement_minor", "settlement_currency",
               "fee_minor", "fee_currency", *(HIDDEN + n for pair in fees for n in pair)]
@@ -538,6 +547,7 @@ SETTLEMENT_SUMMARY = _AntomReport(
     report=SS,
     name_re=re.compile(rf"settlementSummary_{_SETTLEMENT_NAME}{_EXT}"),
     variants=_variants(SS),
+    declare=declare_summary,
     name_fields={"currency": "settlement_currency", "batch_id": "settlement_batch_id"},
     other_names=(_dashboard("SETTLEMENT_SUMMARY"),),
 )

@@ -252,6 +252,8 @@ class TableReport(ReportFormat):
                 parsed.problems.append(errors.WrongColumnCount(
                     f"{len(cells)} cells where the header has {len(header)}", file=parsed.name, line=line_no,
                     column_index=len(header) + 1, expected=f"{len(header)} cells", found=f"{len(cells)} cells"))
+        # an early <END> row is reported above, not read as a record (as in CSV)
+        data = [(line_no, cells) for line_no, cells in data if (cells[0] or "").strip() != TRAILER]
         compiled = compile_layout(layout, header, parsed.meta)
         body = convert_rows(con, data, compiled, len(header))
 
@@ -325,8 +327,8 @@ class Section:
     required: bool = True
     max_rows: int | None = 1
 
-    def is_header(self, cells: Sequence[str], layout: Layout | None = None) -> bool:
-        """A line opens this section when every non-empty cell names one of its columns (alipayplus.md 5).
+    def is_header(self, cells: Sequence[str], layout: Layout | None = None, *, strict: bool = False) -> bool:
+        """A line opens this section when it names the section's required columns (alipayplus.md 5).
 
         ``layout``: this section's layout with the user's header aliases applied (a required column may
         appear under an alias)."""
@@ -334,7 +336,13 @@ class Section:
         known = {c.name.lower() for c in layout.columns} | {a.lower() for c in layout.columns for a in c.aliases}
         names = [c.strip().lower() for c in cells if c.strip()]
         needed = [{c.name.lower(), *(a.lower() for a in c.aliases)} for c in layout.columns if c.required]
-        return bool(names) and all(n in known for n in names) and all(not alts.isdisjoint(names) for alts in needed)
+        # Every required column present and most cells known: a provider's extra column (kept as an extra)
+        # must not turn a header into a data row.
+        # ``strict`` (identifying an unknown file): every cell must be known, so look-alike headers of
+        # sibling reports stay apart.
+        n_known = sum(n in known for n in names)
+        enough = n_known == len(names) if strict else 2 * n_known > len(names)
+        return bool(names) and enough and all(not alts.isdisjoint(names) for alts in needed)
 
 
 @dataclass(frozen=True)
@@ -359,9 +367,10 @@ class SectionedReport(ReportFormat):
     def name_checks(self) -> Mapping[str, str]:
         return self.name_fields
 
-    def _section_for(self, cells: Sequence[str], options: ParseOptions | None = None) -> Section | None:
+    def _section_for(self, cells: Sequence[str], options: ParseOptions | None = None, *,
+                     strict: bool = False) -> Section | None:
         for s in self.sections:
-            if s.is_header(cells, _layout_for(self, s.layout, options) if options else None):
+            if s.is_header(cells, _layout_for(self, s.layout, options) if options else None, strict=strict):
                 return s
         return None
 
@@ -370,7 +379,7 @@ class SectionedReport(ReportFormat):
             return 0
         by_name = self.name_meta(name) is not None
         first = next((cells for cells in head if any(c.strip() for c in cells)), None)
-        by_header = first is not None and first[0:1] != [""] and self._section_for(first) is self.sections[0]
+        by_header = first is not None and first[0:1] != [""] and self._section_for(first, strict=True) is self.sections[0]
         if by_header:
             return 3 if by_name else 2
         return 1 if by_name else 0

@@ -108,7 +108,8 @@ class Layout:
 
     ``outputs`` maps an output field to a SQL template in which ``{col}`` is the converted value of a
     column (``NULL`` when the header lacks it), ``{col:raw}`` its text, ``{col:offset}`` the UTC offset
-    in minutes of a timestamp and ``{@key}`` a value from the file name.
+    in minutes of a timestamp and ``{@key}`` a value from the file name. A column an output reads leaves
+    ``extras``, unless it is named in ``extras_keep`` (read for a side field, its text still worth keeping).
     """
 
     name: str
@@ -118,6 +119,7 @@ class Layout:
     null_tokens: tuple[str, ...] = ()
     default_offset_minutes: int = UTC8_MINUTES
     keep_extras: bool = True
+    extras_keep: tuple[str, ...] = ()
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -141,6 +143,7 @@ class Layout:
             null_tokens=self.null_tokens,
             default_offset_minutes=self.default_offset_minutes,
             keep_extras=self.keep_extras if keep_extras is None else keep_extras,
+            extras_keep=self.extras_keep,
         )
 
 
@@ -439,7 +442,8 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
     select = [f"{substitute(tpl)} AS {_ident(out)}" for out, tpl in layout.outputs.items()]
     keep = layout.keep_extras if has_extras is None else has_extras
     if keep:
-        extra_cols = extra_idx + [found[c.name] for c in layout.columns if c.name in found and c.name not in used]
+        extra_cols = extra_idx + [found[c.name] for c in layout.columns
+                                  if c.name in found and (c.name not in used or c.name in layout.extras_keep)]
         extra_cols.sort()
         if extra_cols:
             entries = ", ".join(f"{{'k': {_sql_str(header[i])}, 'v': {value(i)}}}" for i in extra_cols)

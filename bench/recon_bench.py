@@ -48,7 +48,8 @@ SELECT req, CASE WHEN h BETWEEN 300 AND 499 THEN amount + 1 ELSE amount END AS a
 UNION ALL SELECT req, amount, 'USD', ts, i FROM base WHERE h BETWEEN 500 AND 599
 UNION ALL SELECT 'EXTRA-' || lpad(CAST(i AS VARCHAR), 10, '0'), CAST(100 + hash(i + 1) % 5000 AS BIGINT), 'USD', ts, i
           FROM base WHERE h BETWEEN 700 AND 999''')
-money = "CASE WHEN {0} < 0 THEN '-' ELSE '' END || CAST(abs({0}) // 100 AS VARCHAR) || '.' || lpad(CAST(abs({0}) % 100 AS VARCHAR), 2, '0')"
+money = ("CASE WHEN {0} < 0 THEN '-' ELSE '' END || CAST(abs({0}) // 100 AS VARCHAR) || '.' || "
+         "lpad(CAST(abs({0}) % 100 AS VARCHAR), 2, '0')")
 con.execute(f'''
 COPY (SELECT '2026111011021040001' AS settlementBatchId, '1022188000000000001' AS customerId,
              'Alipay_SG' AS acquirer, '2026110219' || lpad(CAST(i AS VARCHAR), 12, '0') AS transactionId,
@@ -114,7 +115,8 @@ cfg = LedgerConfig.model_validate({"name": "orders", "family": "antom", "refund_
 t0 = time.perf_counter()
 res = reconcile_files([Path(report)], Path(ledger), cfg, out=Path(out), keep_extras=False, memory_limit=mem)
 res.seconds["total"] = time.perf_counter() - t0
-print(json.dumps({"seconds": res.seconds, "counts": res.counts.get("antom", {}), "files_ok": [f["ok"] for f in res.files],
+print(json.dumps({"seconds": res.seconds, "counts": res.counts.get("antom", {}),
+                  "files_ok": [f["ok"] for f in res.files],
                   "ledger_ok": res.ledger.get("ok"), "exceptions": res.exception_count}))
 """
 
@@ -149,7 +151,8 @@ def bench(n: int, workdir: Path, mem: str) -> dict:
     valid = ok and all(a == b for a, b in agree.values())
     return {"rows": n, "gb": round(size, 2), "baseline_s": round(base_wall, 2), "alirecon_s": round(ours_wall, 2),
             "ratio": round(ours_wall / base_wall, 2), "baseline_rss_gib": round(base_rss, 2),
-            "alirecon_rss_gib": round(ours_rss, 2), "alirecon_stages_s": {k: round(v, 2) for k, v in ours["seconds"].items()},
+            "alirecon_rss_gib": round(ours_rss, 2),
+            "alirecon_stages_s": {k: round(v, 2) for k, v in ours["seconds"].items()},
             "class_counts_baseline_vs_alirecon": agree, "valid": valid}
 
 
@@ -160,7 +163,8 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit for both runs")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Python {platform.python_version()}")
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+          f"Python {platform.python_version()}")
     for n in args.rows or [1_000_000]:
         r = bench(n, args.workdir, args.memory_limit)
         print(json.dumps(r, indent=2))

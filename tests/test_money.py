@@ -29,9 +29,11 @@ def test_parse_major_exact(text: str, ccy: str, minor: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "ccy", "code"),
-    [("1.5", "JPY", "too_many_decimals"), ("12.300", "USD", "too_many_decimals"), ("1.2345", "KWD", "too_many_decimals"),
+    [("1.5", "JPY", "too_many_decimals"), ("12.300", "USD", "too_many_decimals"),
+     ("1.2345", "KWD", "too_many_decimals"),
      ("NaN", "USD", "bad_number"), ("inf", "USD", "bad_number"), ("1e5", "USD", "bad_number"),
-     ("1,000.00", "USD", "bad_number"), (" 12", "USD", "bad_number"), (".5", "USD", "bad_number"),
+     ("1,000.00", "USD", "bad_number"), (" 12", "USD", "bad_number"),
+     (".5", "USD", "bad_number"),
      ("5.", "USD", "bad_number"), ("", "USD", "bad_number"), ("١٢", "USD", "bad_number"),
      ("1.00", "XYZ", "unknown_currency"), ("1.00", "usd", "unknown_currency"), ("1", "XAU", "unknown_currency")],
 )

@@ -193,7 +193,8 @@ def _one_shot_ledger(ledger: Path, maps: list[str], family: str | None, unit: st
 @guarded
 def reconcile(
     workspace: WorkspaceOpt = Path("."),
-    report: Annotated[list[Path] | None, typer.Option("--report", help="One-shot: report file(s), no workspace.")] = None,
+    report: Annotated[list[Path] | None,
+                      typer.Option("--report", help="One-shot: report file(s), no workspace.")] = None,
     ledger: Annotated[Path | None, typer.Option("--ledger", help="One-shot: the ledger (CSV or Parquet).")] = None,
     maps: Annotated[list[str] | None, typer.Option("--map", help="One-shot: FIELD=COLUMN of the ledger.")] = None,
     family: Annotated[str | None, typer.Option(help="One-shot: family of the ledger rows.")] = None,
@@ -355,4 +356,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "main", "WorkspaceConfig"]
+__all__ = ["WorkspaceConfig", "app", "main"]

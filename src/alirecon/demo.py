@@ -28,9 +28,10 @@ __all__ = ["DemoResult", "run_demo", "world_config"]
 def world_config(world: World) -> WorkspaceConfig:
     """The workspace configuration a user of these three accounts would write."""
     ledgers = [LedgerConfig.model_validate({**spec, "path": str(world.root / spec["path"])}) for spec in world.ledgers]
-    accounts = [AccountConfig(name=f"{a.family}-{a.role.lower()}-{a.account_id}", family=a.family,  # type: ignore[arg-type]
-                              account_id=a.account_id, role=a.role,  # type: ignore[arg-type]
-                              settlement_currencies=[a.settlement_currency]) for a in ACCOUNTS]
+    accounts = [AccountConfig.model_validate({"name": f"{a.family}-{a.role.lower()}-{a.account_id}",
+                                              "family": a.family, "account_id": a.account_id, "role": a.role,
+                                              "settlement_currencies": [a.settlement_currency]})
+                for a in ACCOUNTS]
     return WorkspaceConfig(ledgers=ledgers, accounts=accounts)
 
 

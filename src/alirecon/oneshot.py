@@ -143,7 +143,8 @@ def print_result(console: Console, result: OneShotResult) -> None:
         table.add_column(col)
     for f in result.files:
         first = f["problems"][0]["message"] if f["problems"] else ""
-        table.add_row(f["file"], f"{f['family']}.{f['report']}", str(f["rows"]), "ok" if f["ok"] else f"[red]{first}[/red]")
+        status = "ok" if f["ok"] else f"[red]{first}[/red]"
+        table.add_row(f["file"], f"{f['family']}.{f['report']}", str(f["rows"]), status)
     console.print(table)
     led = result.ledger
     if led:

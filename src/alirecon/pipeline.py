@@ -62,7 +62,7 @@ def ingest_ledgers(ws: Workspace, ledgers: Sequence[LedgerConfig] | None = None)
 
 
 def check_context(ws: Workspace) -> CheckContext:
-    roles = {(a.family, a.account_id): a.role for a in ws.config.accounts}
+    roles: dict[tuple[str, str], str] = {(a.family, a.account_id): a.role for a in ws.config.accounts}
     return CheckContext(con=ws.con, files=FILES_RELATION, lines=f"({ws.report_lines_sql(ordered=False)})",
                         declared=DECLARED_RELATION, roles=roles,
                         row_tolerance_minor=ws.config.checks.row_tolerance_minor)
@@ -108,7 +108,7 @@ def summary_counts(exceptions: pa.Table) -> dict[tuple[str, str, str], int]:
 
 def jsonable(table: pa.Table) -> list[dict[str, Any]]:
     """Rows with timestamps/decimals rendered as text, for --json."""
-    rows = table.to_pylist()
+    rows: list[dict[str, Any]] = table.to_pylist()
     for row in rows:
         for k, v in row.items():
             if hasattr(v, "isoformat"):

@@ -379,7 +379,8 @@ class SectionedReport(ReportFormat):
             return 0
         by_name = self.name_meta(name) is not None
         first = next((cells for cells in head if any(c.strip() for c in cells)), None)
-        by_header = first is not None and first[0:1] != [""] and self._section_for(first, strict=True) is self.sections[0]
+        by_header = (first is not None and first[0:1] != [""]
+                     and self._section_for(first, strict=True) is self.sections[0])
         if by_header:
             return 3 if by_name else 2
         return 1 if by_name else 0

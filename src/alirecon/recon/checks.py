@@ -90,7 +90,9 @@ def _rows(ctx: CheckContext, sql: str) -> list[dict[str, Any]]:
 def _compare(check_id: str, reason: str, family: str, report: str, scope: str, expected: int | None,
              actual: int | None, currency: str | None, lineage: list[dict[str, Any]], what: str) -> Result:
     ok = expected == actual
-    detail = f"{what}: expected {expected}, found {actual}" + ("" if ok else f" (difference {(actual or 0) - (expected or 0)})")
+    detail = f"{what}: expected {expected}, found {actual}"
+    if not ok:
+        detail += f" (difference {(actual or 0) - (expected or 0)})"
     return Result(check_id, reason, "pass" if ok else "fail", family, report, scope, currency, expected, actual,
                   lineage, detail)
 
@@ -282,7 +284,7 @@ def _ap_i5(ctx: CheckContext) -> Iterator[Result]:
             listed = by_file.get(f["sha256"], [])
             yield _compare("AP-I5", "SR_NET_MISMATCH", "alipayplus", "settlement", _scope(key),
                            sum(int(ln["settlement_minor"] or 0) for ln in listed), net, key[2],
-                           lin + [_lineage(f["sha256"], f["name"])], "SR net vs the sum of its clearing batch lines")
+                           [*lin, _lineage(f["sha256"], f["name"])], "SR net vs the sum of its clearing batch lines")
             for ln in listed:
                 ckey = (key[0], key[1], key[2], ln["clearing_batch_id"])
                 cb = batches.get(ckey)
@@ -294,7 +296,8 @@ def _ap_i5(ctx: CheckContext) -> Iterator[Result]:
                                  ln["settlement_minor"], lineage, "the SR lists a clearing batch with no TSR received")
                     continue
                 yield _compare("AP-I5", "SR_BATCH_NET_MISMATCH", "alipayplus", "settlement", scope, tsr[0],
-                               ln["settlement_minor"], key[2], lineage, "SR clearing batch line vs that batch's TSR net")
+                               ln["settlement_minor"], key[2], lineage,
+                               "SR clearing batch line vs that batch's TSR net")
 
 
 @check("AP-D2", "alipayplus", "A settlement of exactly one clearing cycle equals that cycle's TSR net",
@@ -540,7 +543,7 @@ def _an_5(ctx: CheckContext) -> Iterator[Result]:
         WHEN split_part(fx_pair, '/', 1) = amount_currency
             THEN CAST(round_even(CAST(amount_minor AS DECIMAL(38,6)) * fx_rate * {scale}, 0) AS BIGINT)
         ELSE CAST(round_even(CAST(amount_minor AS DECIMAL(38,6)) / fx_rate * {scale}, 0) AS BIGINT) END"""
-    where = f"""family = 'antom' AND report = 'settlement_detail' AND amount_minor IS NOT NULL
+    where = """family = 'antom' AND report = 'settlement_detail' AND amount_minor IS NOT NULL
                 AND amount_minor <> 0 AND settlement_minor IS NOT NULL"""
     failures = _rows(ctx, f"""
         SELECT * FROM (

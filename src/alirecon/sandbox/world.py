@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -69,7 +69,8 @@ class Truth:
             self.exceptions.append({"family": family, "report": report, "exception_class": cls,
                                     "reason_code": reason, "match_key": key, "record_type": record_type})
 
-    def fail(self, check_id: str, reason: str, scope: str) -> None:
+    def fail(self, check_id: str, reason: str, scope: str | None) -> None:
+        """``scope`` None: filled in once known (a settlement line written later)."""
         self.check_failures.append({"check_id": check_id, "reason_code": reason, "scope": scope})
 
 
@@ -301,7 +302,7 @@ def render_antom(world: World, view: AccountView, rng: random.Random, inject: bo
         name_batch = batch
         if (sdate, ccy) == tweak_name:  # the file name carries another batch id (AN-9)
             name_batch = batch[:-3] + "999"
-            truth.fail("AN-9", "NAME_MISMATCH", f"{antom.file_name('settlement_detail', currency=ccy, batch_id=name_batch)}")
+            truth.fail("AN-9", "NAME_MISMATCH", antom.file_name("settlement_detail", currency=ccy, batch_id=name_batch))
             truth.injections.append(f"antom: settlement details of {batch} named {name_batch}")
         folder = f"{base}/{sdate:%Y%m%d}"
         world_write(world, f"{folder}/{antom.file_name('settlement_detail', currency=ccy, batch_id=name_batch)}",
@@ -416,7 +417,7 @@ def render_alipayplus(world: World, view: AccountView, inject: bool) -> None:
         settle_groups[add_business_days(c.day, 2)].append(c)
     sdates = sorted(settle_groups)
     if inject and acc.role == "MPP":
-        multi = [s for s in sdates if len(settle_groups[s]) > 1][0]
+        multi = next(s for s in sdates if len(settle_groups[s]) > 1)
         single = [s for s in sdates if len(settle_groups[s]) == 1]
         faults = {"tsr_net": settle_groups[multi][0].day, "sr_net": multi, "sr_single": single[0],
                   "unsettled": settle_groups[single[1]][0].day, "twice": settle_groups[single[2]][0].day}
@@ -426,13 +427,14 @@ def render_alipayplus(world: World, view: AccountView, inject: bool) -> None:
         gen = c.day + timedelta(days=1)
         folder = f"v1/settlements/clearing/{pid}/{gen:%Y%m%d}"
         single_ccy = next(iter(c.ccy_set)) if len(c.ccy_set) == 1 else None
-        tdr_summary = {"totalCount": len(c.tdr_rows), "netSettlementAmountValue": abs(c.tdr_net),
+        tdr_summary: dict[str, Any] = {"totalCount": len(c.tdr_rows), "netSettlementAmountValue": abs(c.tdr_net),
                        "settlementCurrency": ccy, "fundDirection": _direction(c.tdr_net),
                        "netTransactionAmountValue": abs(c.net_txn) if single_ccy else None,
                        "transactionCurrency": single_ccy}
-        fr_summary = {"totalCount": len(c.fr_rows), "netFeeAmountValue": abs(c.fr_net), "feeCurrency": ccy,
+        fr_summary: dict[str, Any] = {"totalCount": len(c.fr_rows), "netFeeAmountValue": abs(c.fr_net),
+                                      "feeCurrency": ccy,
                       "fundDirection": _direction(c.fr_net)}
-        tsr = {"clearingBatchId": c.batch, "clearingDate": c.day.isoformat(),
+        tsr: dict[str, Any] = {"clearingBatchId": c.batch, "clearingDate": c.day.isoformat(),
                "totalCount": len(c.tdr_rows) + len(c.fr_rows), "fundDirection": _direction(c.tsr_net),
                "settlementCurrency": ccy, "netSettlementAmountValue": abs(c.tsr_net),
                "transactionCurrency": single_ccy, "netTransactionAmountValue": abs(c.net_txn) if single_ccy else None,

@@ -91,6 +91,17 @@ def _ingest(ws: Workspace, paths: Sequence[Path], show: bool, label: str = "inge
                                                                           description=f"{label} {name}"))
 
 
+@contextmanager
+def _file_progress(show: bool, label: str) -> Iterator[Callable[[str, int, int], None]]:
+    with _progress(show) as progress:
+        task = progress.add_task(label, total=None)
+
+        def update(name: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=f"{label} {name}")
+
+        yield update
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -171,15 +182,23 @@ def _print_checks(results: Any, limit: int = 40) -> None:
         console.print(t)
 
 
-def _one_shot_ledger(ledger: Path, maps: list[str], family: str | None, unit: str | None,
-                     currency: str | None) -> LedgerConfig:
-    columns: dict[str, str] = {}
-    for item in maps:
-        key, sep, col = item.partition("=")
-        if not sep or not key or not col:
-            raise errors.ConfigError(f"--map takes FIELD=COLUMN, got {item!r}")
-        columns[key.strip()] = col.strip()
-    data: dict[str, Any] = {"name": ledger.name, "path": ledger, "family": family}
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise errors.ConfigError(f"{option} takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _one_shot_ledger(ledger: Path, maps: list[str], types: list[str], statuses: list[str], family: str | None,
+                     unit: str | None, currency: str | None, refund_sign: str | None) -> LedgerConfig:
+    columns = _pairs(maps, "--map")
+    data: dict[str, Any] = {"name": ledger.name, "path": ledger, "family": family,
+                            "record_types": _pairs(types, "--type"), "statuses": _pairs(statuses, "--status")}
+    if refund_sign:
+        data["refund_sign"] = refund_sign
     if columns:
         data["columns"] = columns
     if unit:
@@ -197,6 +216,10 @@ def reconcile(
                       typer.Option("--report", help="One-shot: report file(s), no workspace.")] = None,
     ledger: Annotated[Path | None, typer.Option("--ledger", help="One-shot: the ledger (CSV or Parquet).")] = None,
     maps: Annotated[list[str] | None, typer.Option("--map", help="One-shot: FIELD=COLUMN of the ledger.")] = None,
+    types: Annotated[list[str] | None, typer.Option("--type", help="One-shot: ledger VALUE=RECORD_TYPE.")] = None,
+    statuses: Annotated[list[str] | None, typer.Option("--status", help="One-shot: ledger VALUE=STATUS.")] = None,
+    refund_sign: Annotated[str | None, typer.Option(
+        help="One-shot: as_written (refunds negative) or negate_reverse_types.")] = None,
     family: Annotated[str | None, typer.Option(help="One-shot: family of the ledger rows.")] = None,
     unit: Annotated[str | None, typer.Option(help="One-shot: ledger amount unit, major or minor.")] = None,
     currency: Annotated[str | None, typer.Option(help="One-shot: fixed ledger currency.")] = None,
@@ -210,7 +233,7 @@ def reconcile(
     if report or ledger:
         if not report or not ledger:
             raise errors.ConfigError("one-shot mode needs both --report and --ledger")
-        cfg = _one_shot_ledger(ledger, maps or [], family, unit, currency)
+        cfg = _one_shot_ledger(ledger, maps or [], types or [], statuses or [], family, unit, currency, refund_sign)
         with _progress(not as_json) as progress:
             result = oneshot.reconcile_files(_expand(report), ledger, cfg, out=out, keep_extras=extras,
                                              progress=progress)
@@ -339,12 +362,15 @@ def demo(
     """Build a synthetic provider world, run ingest -> check -> reconcile, and grade it against the truth."""
     from .demo import run_demo
 
+    label = "ingesting the sandbox provider's files"
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        result = run_demo(keep, seed=seed, days=days, show=not as_json)
+        with _file_progress(not as_json, label) as progress:
+            result = run_demo(keep, seed=seed, days=days, progress=progress)
     else:
-        with tempfile.TemporaryDirectory(prefix="alirecon-demo-") as tmp:
-            result = run_demo(Path(tmp), seed=seed, days=days, show=not as_json)
+        with tempfile.TemporaryDirectory(prefix="alirecon-demo-") as tmp, \
+                _file_progress(not as_json, label) as progress:
+            result = run_demo(Path(tmp), seed=seed, days=days, progress=progress)
     if as_json:
         _emit(result.to_dict())
     else:

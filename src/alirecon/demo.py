@@ -7,6 +7,7 @@ what was injected, with nothing extra.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,14 +99,17 @@ class DemoResult:
         console.print(f"workspace: {self.root / 'workspace'}  (alirecon exceptions -w {self.root / 'workspace'})")
 
 
-def run_demo(root: Path, *, seed: int = 42, days: int = 7, show: bool = False) -> DemoResult:
-    """World under ``root/world``, workspace under ``root/workspace``; the full pipeline; the verdict."""
-    from .cli import _ingest
+def run_demo(root: Path, *, seed: int = 42, days: int = 7,
+             progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
+    """World under ``root/world``, workspace under ``root/workspace``; the full pipeline; the verdict.
 
+    ``progress(file name, done, total)`` is called as the provider's files are ingested."""
     world = build_world(root / "world", WorldSpec(seed=seed, days=days))
     ws = Workspace.init(root / "workspace", world_config(world))
     try:
-        report = _ingest(ws, world.provider_files(), show, "fetching from the sandbox provider")
+        files = world.provider_files()
+        report = ws.ingest(files, progress=(lambda name, done: progress(name, done, len(files))) if progress
+                           else None)
         ledgers = pipeline.ingest_ledgers(ws)
         checks = pipeline.check(ws)
         rec = pipeline.reconcile(ws)

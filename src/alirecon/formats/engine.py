@@ -336,7 +336,6 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
     currency_cols |= {found[ref] for c in layout.columns if c.kind is Kind.AMOUNT and c.name in found
                       for ref in c.currency if ref in found}
     exponent_sql = [f"ar_exp(v{i}) AS x{i}" for i in sorted(currency_cols)]
-    iso = all_exponents()
 
     default_off = layout.default_offset_minutes
     sign = "-" if default_off < 0 else "+"
@@ -347,9 +346,8 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
         parts: list[tuple[str, str]] = []
         for ref in col.currency:
             code = ref[1:] if ref.startswith("=") else meta.get(ref[1:]) if ref.startswith("@") else None
-            if code:
-                exp = iso.get(code)
-                parts.append((_sql_str(code), "CAST(NULL AS INTEGER)" if exp is None else str(exp)))
+            if code:  # a constant: folded at planning time (ar_exp carries the workspace's exponent overrides)
+                parts.append((_sql_str(code), f"ar_exp({_sql_str(code)})"))
             elif ref in found:
                 parts.append((value(found[ref]), f"x{found[ref]}"))
         if not parts:
@@ -357,8 +355,7 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
         if len(parts) == 1:
             return parts[0]
         ccy = f"COALESCE({', '.join(p[0] for p in parts)})"
-        exp = "CASE " + " ".join(f"WHEN {c} IS NOT NULL THEN {e}" for c, e in parts) + " END"
-        return ccy, exp
+        return ccy, "CASE " + " ".join(f"WHEN {c} IS NOT NULL THEN {e}" for c, e in parts) + " END"
 
     converted: dict[str, str] = {}
     offsets: dict[str, str] = {}

@@ -56,7 +56,7 @@ def test_parse_summary_declares_its_totals(world: World) -> None:
     code, out = run("parse", str(path), "--json")
     assert code == 0
     ((ccy, figures),) = out["declared"].items()
-    assert set(figures) == {"settlement", "fee"} and out["declared_count"] >= 1
+    assert len(ccy) == 3 and set(figures) == {"settlement", "fee"} and out["declared_count"] >= 1
 
 
 def test_parse_bad_file_exits_1_with_file_line_column(world: World, tmp_path: Path) -> None:

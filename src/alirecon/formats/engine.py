@@ -21,7 +21,8 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -505,17 +506,24 @@ def _formula_sql(v: str) -> str:
 _SMALL_FILE = 4 * _MB
 
 
+@contextmanager
+def optimizers_disabled(con: duckdb.DuckDBPyConnection, *names: str) -> Iterator[None]:
+    """Run the block with some DuckDB optimizer passes off (restored afterwards)."""
+    if not names:
+        yield
+        return
+    con.execute(f"SET disabled_optimizers = {_sql_str(','.join(names))}")
+    try:
+        yield
+    finally:
+        con.execute("RESET disabled_optimizers")
+
+
 def create_table(con: duckdb.DuckDBPyConnection, table: str, query: str, *, small: bool) -> None:
     """CREATE TEMP TABLE ... AS ``query``. For small inputs the common-subexpression optimizer is skipped:
     on a wide layout it costs more planning time (~60 ms) than it could ever save on a few rows."""
-    if not small:
+    with optimizers_disabled(con, *(["common_subexpressions"] if small else [])):
         con.execute(f"CREATE TEMP TABLE {table} AS {query}")
-        return
-    con.execute("SET disabled_optimizers = 'common_subexpressions'")
-    try:
-        con.execute(f"CREATE TEMP TABLE {table} AS {query}")
-    finally:
-        con.execute("RESET disabled_optimizers")
 
 
 def _ident(name: str) -> str:

@@ -73,6 +73,14 @@ def _progress(enabled: bool) -> Iterator[Progress]:
         yield progress
 
 
+@contextmanager
+def _spinner(enabled: bool, label: str) -> Iterator[None]:
+    """A spinner with elapsed time for a stage whose length is unknown (stderr; off with --json)."""
+    with _progress(enabled) as progress:
+        progress.add_task(label, total=None)
+        yield
+
+
 def _expand(paths: Sequence[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
@@ -151,7 +159,7 @@ def check(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None
     """Run every check of every report against itself and its siblings."""
     from . import pipeline
 
-    with Workspace.open(workspace) as ws:
+    with Workspace.open(workspace) as ws, _spinner(not as_json, "checking reports"):
         run = pipeline.check(ws)
     if as_json:
         _emit({"run_id": run.run_id, "failures": run.failures, "results": pipeline.jsonable(run.results)})
@@ -244,8 +252,10 @@ def reconcile(
         raise typer.Exit(EXIT_ERROR if result.problems_fatal else
                          EXIT_DISCREPANCY if result.exception_count or result.problems else EXIT_OK)
     with Workspace.open(workspace) as ws:
-        ledgers = pipeline.ingest_ledgers(ws)
-        run = pipeline.reconcile(ws)
+        with _spinner(not as_json, "reading ledgers"):
+            ledgers = pipeline.ingest_ledgers(ws)
+        with _spinner(not as_json, "matching"):
+            run = pipeline.reconcile(ws)
         if out is not None:
             oneshot.write_table(run.exceptions, out)
     bad_ledgers = [x for x in ledgers if not x.ok]

@@ -153,3 +153,35 @@ def test_alipayplus_empty_cycle_is_valid(tmp_path: Path) -> None:
     results = checked(tmp_path, files, {pid: "MPP"})
     assert failures(results) == set()
     assert {r["check_id"] for r in results if r["status"] == "pass"} >= {"AP-I1", "AP-I2", "AP-I3", "AP-D1", "AP-I4"}
+
+
+def test_alipayplus_seq_files_of_one_batch_are_merged(tmp_path: Path) -> None:
+    """Two seq files of one clearing batch: their summaries and lines are summed before comparing (spec 4)."""
+    pid, batch = "P7", "202611040000200000"
+
+    def name(rep: str, seq: int) -> str:
+        return ap.file_name(rep, participant_id=pid, currency="USD", batch_id=batch, agreement_id="G1", seq=seq)
+
+    def tdr(req: str, amount: int) -> bytes:
+        row = {"clearingBatchId": batch, "transactionId": "X" + req, "transactionRequestId": req,
+               "transactionType": "PAYMENT", "transactionTime": T, "transactionAmountValue": amount,
+               "transactionCurrency": "USD", "settlementAmountValue": amount, "settlementCurrency": "USD"}
+        return ap.write_report("transaction_detail", rows=[row], summary={
+            "totalCount": 1, "netSettlementAmountValue": amount, "settlementCurrency": "USD",
+            "fundDirection": "CREDIT"})
+
+    files = {
+        name("transaction_detail", 0): tdr("Q1", 700),
+        name("transaction_detail", 1): tdr("Q2", 300),
+        name("fee", 0): ap.write_report("fee", rows=[], summary={
+            "totalCount": 0, "netFeeAmountValue": 0, "feeCurrency": "USD", "fundDirection": "DEBIT"}),
+        name("transaction_summary", 0): ap.write_report("transaction_summary", rows=[{
+            "clearingBatchId": batch, "clearingDate": "2026-11-04", "totalCount": 2, "fundDirection": "CREDIT",
+            "settlementCurrency": "USD", "netSettlementAmountValue": 1000}]),
+    }
+    results = checked(tmp_path, files, {pid: "ACQP"})
+    assert failures(results) == set()
+    by_check = {r["check_id"]: r for r in results if r["scope"] == f"{pid}/G1/USD/{batch}"}
+    assert (by_check["AP-I1"]["expected"], by_check["AP-I1"]["actual"]) == (2, 2)
+    assert (by_check["AP-I4"]["expected"], by_check["AP-I4"]["actual"]) == (1000, 1000)
+    assert len(by_check["AP-I1"]["lineage"]) == 4  # both summaries and both files

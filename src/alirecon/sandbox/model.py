@@ -38,6 +38,8 @@ class Account:
     # transactions in these currencies settle in their own currency (Antom: a JPY contract)
     own_settlement: tuple[str, ...] = ()
     quiet_days: tuple[int, ...] = ()  # day indexes without any transaction (empty cycles)
+    variant: str = "v1"  # Antom schema generation of the account's reports
+    fmt: str = "csv"  # Antom file format: csv | xlsx
 
 
 # Indicative FX rates: 1 unit of the key currency in USD / EUR.

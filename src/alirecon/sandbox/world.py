@@ -33,10 +33,14 @@ ANTOM_MERCHANT = Account("antom", "1022188000000000001", "MERCHANT", "USD", ("US
 ACQP = Account("alipayplus", "1022ACQP00000001", "ACQP", "USD", ("JPY", "KWD", "USD"), agreement_id="20210000")
 MPP = Account("alipayplus", "A1234567890", "MPP", "EUR", ("JPY", "KWD", "EUR"),
               agreement_id="202109171107900901003800022697", quiet_days=(5,))
-ACCOUNTS = (ANTOM_MERCHANT, ACQP, MPP)
+# A second merchant on the current Antom schema (v2) receiving xlsx files: failed payments are listed too.
+ANTOM_MERCHANT_V2 = Account("antom", "1022188000000000002", "MERCHANT", "USD", ("USD", "JPY", "KWD"),
+                            own_settlement=("JPY",), variant="v2", fmt="xlsx")
+ACCOUNTS = (ANTOM_MERCHANT, ANTOM_MERCHANT_V2, ACQP, MPP)
 MATCH_REPORTS = {"antom": ("transaction_detail", "settlement_detail"), "alipayplus": ("transaction_detail",)}
 ANTOM_ACQUIRER = "Alipay_SG"
 ANTOM_FEE_PCT = Decimal("2.0")
+ANTOM_TAX_PCT = Decimal("6.0")  # v2 merchant: tax on the payment-method fee
 INTERCHANGE_PCT = Decimal("0.8")
 SERVICE_PCT = Decimal("0.2")
 
@@ -82,6 +86,8 @@ class AccountView:
     report: list[Txn]
     ledger: list[LedgerRow]
     dup_in_report: set[str] = field(default_factory=set)  # request ids listed twice in the detail file
+    # payments the provider knows as failed: listed (status FAIL) only by Antom v2 transaction details
+    failed: list[Txn] = field(default_factory=list)
 
 
 @dataclass
@@ -179,11 +185,19 @@ def inject_match(view: AccountView, truth: Truth, rng: random.Random, ids: Ids, 
     truth.expect(fam, reports, "refund_exceeds_payment", "REFUNDS_EXCEED_PAYMENT", p.request_id, "PAYMENT")
     truth.injections.append(f"{tag}: {p.request_id} refunded twice 60%")
 
-    # Negative controls: failed payments only the user knows about are not discrepancies.
+    # Negative controls: payments that failed on both sides are not discrepancies (v2 lists them as FAIL).
     for _ in range(2):
-        f = replace(pool.pop(), ledger_status="FAILED")
-        view.report.remove(next(x for x in view.report if x.request_id == f.request_id))
+        f = pool.pop()
+        view.report.remove(f)
+        view.failed.append(f)
         by_id[f.request_id].status = "FAILED"
+    if view.account.variant == "v2":  # the provider says it failed, the user booked it as paid
+        f = pool.pop()
+        view.report.remove(f)
+        view.failed.append(f)
+        truth.expect(fam, reports[:1], "status_mismatch", "REPORT_NOT_SUCCESS", f.request_id, "PAYMENT")
+        truth.expect(fam, reports[1:], "missing_in_report", "NOT_IN_REPORT", f.request_id, "PAYMENT")
+        truth.injections.append(f"{tag}: {f.request_id} failed at the provider, paid in the ledger")
     view.report.sort(key=lambda x: (x.at.utc, x.request_id))
 
 
@@ -197,50 +211,84 @@ def _antom_fee(t: Txn) -> int:
     return -fee if t.kind == "PAYMENT" else fee
 
 
-def _antom_tx_row(t: Txn) -> dict[str, Any]:
-    return {
+def _antom_fees(t: Txn, variant: str) -> dict[str, int]:
+    """v1: one total fee. v2: a payment-method fee plus the tax on it (two of the twenty fee columns)."""
+    fee = _antom_fee(t)
+    if variant == "v1":
+        return {"feeAmountValue": fee}
+    tax = -pct(fee, ANTOM_TAX_PCT) if fee < 0 else pct(fee, ANTOM_TAX_PCT)
+    return {"paymentMethodFeeAmountValue": fee, "taxFeeAmountValue": tax}
+
+
+def _antom_tx_row(t: Txn, variant: str = "v1", status: str = "SUCCESS") -> dict[str, Any]:
+    common = {
         "customerId": t.account.account_id,
-        "acquirer": ANTOM_ACQUIRER,
-        "transactionId": t.provider_id,
-        "originalTransactionId": t.original.provider_id if t.original else None,
         "transactionRequestId": t.request_id,
         "originalTransactionRequestId": t.original.request_id if t.original else None,
         "referenceTransactionId": t.order_id if t.kind == "PAYMENT" else None,
         "orderDescription": t.description or None,
         "transactionType": t.kind,
         "paymentMethodType": "ALIPAY_HK",
-        "pspName": "AlipayHK",
-        "paymentTime": t.at,
         "productCode": "CASHIER_PAYMENT",
         "transactionAmountValue": t.amount,
         "transactionCurrency": t.currency,
     }
+    if variant == "v1":
+        return {**common, "acquirer": ANTOM_ACQUIRER, "transactionId": t.provider_id,
+                "originalTransactionId": t.original.provider_id if t.original else None,
+                "pspName": "AlipayHK", "paymentTime": t.at}
+    # v2: every event of a payment carries the payment's id (antom.md 7); created a few seconds earlier
+    return {**common, "PSP": ANTOM_ACQUIRER, "wallet": "AlipayHK", "status": status,
+            "transactionId": (t.original or t).provider_id,
+            "transactionCreationTime": Stamp(t.at.utc - timedelta(seconds=3), 480),
+            "transactionCompletionTime": t.at if status == "SUCCESS" else None}
 
 
-def _antom_sd_row(t: Txn, batch: str, settled_at: Stamp) -> dict[str, Any]:
-    row = _antom_tx_row(t)
+def _antom_sd_row(t: Txn, batch: str, settled_at: Stamp, variant: str = "v1") -> dict[str, Any]:
+    row = _antom_tx_row(t, variant)
     row.pop("orderDescription")
-    fee = _antom_fee(t)
+    row.pop("status", None)
+    fees = _antom_fees(t, variant)
     row.update({
         "settlementBatchId": batch,
-        "settlementTime": settled_at,
-        "settlementAmountValue": t.settlement + fee,
+        "settlementAmountValue": t.settlement + sum(fees.values()),
         "settlementCurrency": t.settlement_currency,
         "quoteCurrencyPair": t.pair,
         "quotePrice": t.rate,
-        "feeAmountValue": fee,
-        "feeCurrency": t.settlement_currency,
+        **fees,
+        **{currency_of(name): t.settlement_currency for name in fees},
     })
+    if variant == "v1":
+        row["settlementTime"] = settled_at
+    else:
+        row["settlementInitiatedDate"] = settled_at.local.date()  # v2 may write a bare date (antom.md 4)
     return row
 
 
-def _antom_summary(rows: Sequence[dict[str, Any]], batch: str, ccy: str, settled_at: Stamp,
-                   customer: str) -> list[dict[str, Any]]:
+def currency_of(fee_column: str) -> str:
+    """The currency column of an Antom fee column (antom.md 6.1 / 6.3)."""
+    for amount, currency in (*antom.FEES_V1, *antom.FEES_V2):
+        if amount == fee_column:
+            return currency
+    raise KeyError(fee_column)
+
+
+def _antom_summary(rows: Sequence[dict[str, Any]], batch: str, ccy: str, settled_at: Stamp, customer: str,
+                   variant: str = "v1") -> list[dict[str, Any]]:
+    fee_columns = ["feeAmountValue"] if variant == "v1" else ["paymentMethodFeeAmountValue", "taxFeeAmountValue"]
+
     def row(kind: str, subset: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return {"settlementBatchId": batch, "customerId": customer, "acquirer": ANTOM_ACQUIRER, "summaryType": kind,
-                "settlementTime": settled_at, "count": len(subset),
-                "settlementAmountValue": sum(r["settlementAmountValue"] for r in subset), "settlementCurrency": ccy,
-                "feeAmountValue": sum(r["feeAmountValue"] for r in subset), "feeCurrency": ccy}
+        out: dict[str, Any] = {"settlementBatchId": batch, "customerId": customer, "summaryType": kind,
+                               "count": len(subset), "settlementCurrency": ccy,
+                               "settlementAmountValue": sum(r["settlementAmountValue"] for r in subset)}
+        for fee in fee_columns:
+            out[fee] = sum(r[fee] for r in subset)
+            out[currency_of(fee)] = ccy
+        if variant == "v1":
+            out |= {"acquirer": ANTOM_ACQUIRER, "settlementTime": settled_at}
+        else:
+            out |= {"PSP": ANTOM_ACQUIRER, "settlementInitiatedDate": settled_at.local.date()}
+        return out
 
     kinds = sorted({r["transactionType"] for r in rows})
     return [row("TOTAL", rows)] + [row(k, [r for r in rows if r["transactionType"] == k]) for k in kinds]
@@ -251,19 +299,27 @@ def render_antom(world: World, view: AccountView, rng: random.Random, inject: bo
     cid = acc.account_id
     spec = world.spec
     truth = world.truth
+    variant, fmt = acc.variant, acc.fmt
     base = f"v1/settlements/{cid}"
-    # Transaction details: one file per transaction day, also on days without transactions.
+
+    def write(report: str, rows: Sequence[dict[str, Any]]) -> bytes:
+        return antom.write_report(report, rows, variant=variant, fmt=fmt)
+
+    # Transaction details: one file per transaction day, also on days without transactions. v2 lists the
+    # latest status of every transaction, failed ones included (antom.md 1).
+    listed = [(t, "SUCCESS") for t in view.report] + ([(t, "FAIL") for t in view.failed] if variant == "v2" else [])
+    listed.sort(key=lambda ts: (ts[0].at.utc, ts[0].request_id))
     tx_paths: list[str] = []
     for d in range(spec.days):
         day = spec.start + timedelta(days=d)
         rows = []
-        for t in view.report:
+        for t, status in listed:
             if t.day == day:
-                rows.append(_antom_tx_row(t))
+                rows.append(_antom_tx_row(t, variant, status))
                 if t.request_id in view.dup_in_report:
-                    rows.append(_antom_tx_row(t))
-        rel = f"{base}/{day:%Y%m%d}/{antom.file_name('transaction_detail', date=day)}"
-        world_write(world, rel, antom.write_report("transaction_detail", rows))
+                    rows.append(_antom_tx_row(t, variant, status))
+        rel = f"{base}/{day:%Y%m%d}/{antom.file_name('transaction_detail', date=day, ext=fmt)}"
+        world_write(world, rel, write("transaction_detail", rows))
         tx_paths.append(rel)
     # Settlement: per settlement currency, T+2 business days.
     batches: dict[tuple[date, str], list[Txn]] = defaultdict(list)
@@ -271,14 +327,17 @@ def render_antom(world: World, view: AccountView, rng: random.Random, inject: bo
         batches[(t.settle_date(), t.settlement_currency)].append(t)
     plans = sorted(batches)
     tweak_total = tweak_fee = tweak_row = tweak_name = None
-    if inject:
-        usd = [p for p in plans if p[1] == "USD"]
+    usd = [p for p in plans if p[1] == "USD"]
+    if inject and variant == "v1":
         tweak_total, tweak_fee, tweak_row, tweak_name = usd[0], usd[1], usd[2], plans[-1]
+    elif inject:
+        tweak_fee = usd[0]
+    fee_column = "feeAmountValue" if variant == "v1" else "paymentMethodFeeAmountValue"
     for n, (sdate, ccy) in enumerate(plans):
-        batch = f"{sdate:%Y%m%d}11021040{n:03d}"
+        batch = f"{sdate:%Y%m%d}{'11' if variant == 'v1' else '22'}021040{n:03d}"
         settled_at = Stamp(world_dt(sdate, 6).astimezone(UTC), 480)
         txns = sorted(batches[(sdate, ccy)], key=lambda x: (x.at.utc, x.request_id))
-        rows = [_antom_sd_row(t, batch, settled_at) for t in txns]
+        rows = [_antom_sd_row(t, batch, settled_at, variant) for t in txns]
         scope = f"{cid}/{ccy}/{batch}"
         if (sdate, ccy) == tweak_row:  # one row does not add up: settlement != gross + fee (AN-5)
             i = next(i for i, r in enumerate(rows) if r["transactionType"] == "PAYMENT")
@@ -286,7 +345,7 @@ def render_antom(world: World, view: AccountView, rng: random.Random, inject: bo
             line = i + 2
             truth.fail("AN-5", "SD_ROW_ARITHMETIC", f"{scope}/{rows[i]['transactionRequestId']}")
             truth.injections.append(f"antom: settlement detail line {line} of batch {batch} does not add up")
-        summary = _antom_summary(rows, batch, ccy, settled_at, cid)
+        summary = _antom_summary(rows, batch, ccy, settled_at, cid, variant)
         if (sdate, ccy) == tweak_total:  # the summary disagrees with its rows (AN-1, AN-2)
             summary[0]["settlementAmountValue"] += 100
             pay = next(s for s in summary if s["summaryType"] == "PAYMENT")
@@ -295,7 +354,7 @@ def render_antom(world: World, view: AccountView, rng: random.Random, inject: bo
             truth.fail("AN-2", "SD_TYPE_MISMATCH", f"{scope}/PAYMENT")
             truth.injections.append(f"antom: summary of batch {batch} states 100 more than its details")
         if (sdate, ccy) == tweak_fee:  # TOTAL fee off: vs details (AN-3) and vs its own type rows (AN-4)
-            summary[0]["feeAmountValue"] -= 7
+            summary[0][fee_column] -= 7
             truth.fail("AN-3", "SD_FEE_MISMATCH", f"{scope}/fee")
             truth.fail("AN-4", "SS_TOTAL_INCONSISTENT", f"{scope}/fee")
             truth.injections.append(f"antom: TOTAL fee of batch {batch} off by 7")
@@ -305,11 +364,11 @@ def render_antom(world: World, view: AccountView, rng: random.Random, inject: bo
             truth.fail("AN-9", "NAME_MISMATCH", antom.file_name("settlement_detail", currency=ccy, batch_id=name_batch))
             truth.injections.append(f"antom: settlement details of {batch} named {name_batch}")
         folder = f"{base}/{sdate:%Y%m%d}"
-        world_write(world, f"{folder}/{antom.file_name('settlement_detail', currency=ccy, batch_id=name_batch)}",
-                    antom.write_report("settlement_detail", rows))
-        world_write(world, f"{folder}/{antom.file_name('settlement_summary', currency=ccy, batch_id=batch)}",
-                    antom.write_report("settlement_summary", summary))
-    if inject:
+        sd_name = antom.file_name("settlement_detail", currency=ccy, batch_id=name_batch, ext=fmt)
+        world_write(world, f"{folder}/{sd_name}", write("settlement_detail", rows))
+        ss_name = antom.file_name("settlement_summary", currency=ccy, batch_id=batch, ext=fmt)
+        world_write(world, f"{folder}/{ss_name}", write("settlement_summary", summary))
+    if inject and fmt == "csv":
         # The same bytes delivered twice, and a truncated re-publication of a day file.
         src = tx_paths[1]
         data = (world.provider / src).read_bytes()
@@ -559,6 +618,24 @@ def _write_antom_ledger(world: World, rows: Sequence[LedgerRow]) -> dict[str, An
             "statuses": {"paid": "SUCCESS", "failed": "FAILED"}}
 
 
+def _write_shop_ledger(world: World, rows: Sequence[LedgerRow]) -> dict[str, Any]:
+    """A shop system's spreadsheet export: xlsx, headers with spaces, signed minor units, ISO times."""
+    from ..formats.writer import write_xlsx
+
+    header = ["Payment Request ID", "Type", "Original Request", "Amount (minor)", "Currency", "Status",
+              "Completed At"]
+    cells = [[r.request_id, r.kind.title(), r.original_request_id or "", str(r.amount), r.currency,
+              r.status.title(), format_timestamp(r.at, "iso")] for r in rows]
+    rel = "ledgers/shop_orders.xlsx"
+    (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (world.root / rel).write_bytes(write_xlsx(header, cells, trailer=False))
+    return {"name": "shop-orders", "path": rel, "family": "antom", "account_id": ANTOM_MERCHANT_V2.account_id,
+            "amount_unit": "minor", "refund_sign": "as_written",
+            "columns": {"merchant_ref_id": "Payment Request ID", "record_type": "Type",
+                        "original_merchant_ref_id": "Original Request", "amount": "Amount (minor)",
+                        "currency": "Currency", "status": "Status", "occurred_at": "Completed At"}}
+
+
 def _write_acqp_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> dict[str, Any]:
     """An acquirer's switch log: minor units, signed, UTC+8 plain timestamps."""
     import csv
@@ -630,7 +707,8 @@ def build_world(root: Path, spec: WorldSpec | None = None) -> World:
             inject_match(view, world.truth, rng, ids, {t.request_id for t in boundary}, MATCH_REPORTS[acc.family])
         if acc.family == "antom":
             render_antom(world, view, rng, spec.inject)
-            world.ledgers.append(_write_antom_ledger(world, view.ledger))
+            writer = _write_antom_ledger if acc.variant == "v1" else _write_shop_ledger
+            world.ledgers.append(writer(world, view.ledger))
         else:
             render_alipayplus(world, view, spec.inject)
             writer = _write_acqp_ledger if acc.role == "ACQP" else _write_mpp_ledger

@@ -111,6 +111,8 @@ class Layout:
     column (``NULL`` when the header lacks it), ``{col:raw}`` its text, ``{col:offset}`` the UTC offset
     in minutes of a timestamp and ``{@key}`` a value from the file name. A column an output reads leaves
     ``extras``, unless it is named in ``extras_keep`` (read for a side field, its text still worth keeping).
+    ``lean_drop``: outputs not needed by checks or matching (e.g. texts kept only to rewrite a file exactly);
+    they are left out when ``keep_extras`` is off, which saves memory on very large files.
     """
 
     name: str
@@ -121,6 +123,7 @@ class Layout:
     default_offset_minutes: int = UTC8_MINUTES
     keep_extras: bool = True
     extras_keep: tuple[str, ...] = ()
+    lean_drop: tuple[str, ...] = ()
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -136,15 +139,18 @@ class Layout:
             cols = tuple(
                 Column(**{**c.__dict__, "aliases": (*c.aliases, *aliases.get(c.name, ()))}) for c in cols
             )
+        keep = self.keep_extras if keep_extras is None else keep_extras
+        outputs = self.outputs if keep else {k: v for k, v in self.outputs.items() if k not in self.lean_drop}
         return Layout(
             name=self.name,
             columns=cols,
-            outputs=self.outputs,
+            outputs=outputs,
             amount_unit=amount_unit or self.amount_unit,
             null_tokens=self.null_tokens,
             default_offset_minutes=self.default_offset_minutes,
-            keep_extras=self.keep_extras if keep_extras is None else keep_extras,
+            keep_extras=keep,
             extras_keep=self.extras_keep,
+            lean_drop=self.lean_drop,
         )
 
 

@@ -377,6 +377,7 @@ def demo(
         keep.mkdir(parents=True, exist_ok=True)
         with _file_progress(not as_json, label) as progress:
             result = run_demo(keep, seed=seed, days=days, progress=progress)
+        result.kept = True
     else:
         with tempfile.TemporaryDirectory(prefix="alirecon-demo-") as tmp, \
                 _file_progress(not as_json, label) as progress:

@@ -45,10 +45,11 @@ class DemoResult:
     reconcile: ReconcileRun
     diff: TruthDiff
     truth: dict[str, Any]
+    kept: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "workspace": str(self.root / "workspace"),
+            "workspace": str(self.root / "workspace") if self.kept else None,
             "files": {s: self.ingest.count(s) for s in ("new", "duplicate", "quarantined", "failed")},
             "ledgers": [x.to_dict() for x in self.ledgers],
             "checks": {"run_id": self.checks.run_id, "results": self.checks.results.num_rows,
@@ -96,7 +97,10 @@ class DemoResult:
             console.print(f"  [red]missed[/red] {m}")
         for u in self.diff.unexpected[:20]:
             console.print(f"  [red]unexpected[/red] {u}")
-        console.print(f"workspace: {self.root / 'workspace'}  (alirecon exceptions -w {self.root / 'workspace'})")
+        if self.kept:
+            console.print(f"workspace kept: alirecon exceptions -w {self.root / 'workspace'}")
+        else:
+            console.print("run `alirecon demo --keep DIR` to keep the world and the workspace for exploring")
 
 
 def run_demo(root: Path, *, seed: int = 42, days: int = 7,

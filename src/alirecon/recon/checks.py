@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -52,6 +52,22 @@ class CheckContext:
     # AN-5 tolerance in minor units: Antom's rounding rule is undocumented (antom.md 10)
     row_tolerance_minor: int = 1
     max_row_failures: int = 1000
+    cache: dict[str, Any] = field(default_factory=dict)  # per-run results shared by several rules
+
+
+T = TypeVar("T")
+
+
+def shared(fn: Callable[[CheckContext], T]) -> Callable[[CheckContext], T]:
+    """Compute a rule input once per run (several rules read the same batches)."""
+
+    def wrapper(ctx: CheckContext) -> T:
+        if fn.__name__ not in ctx.cache:
+            ctx.cache[fn.__name__] = fn(ctx)
+        result: T = ctx.cache[fn.__name__]
+        return result
+
+    return wrapper
 
 
 @dataclass
@@ -148,6 +164,7 @@ class _Batch:
                                                     for r in rows]
 
 
+@shared
 def _ap_batches(ctx: CheckContext) -> dict[tuple[str, str, str, str], _Batch]:
     """Clearing and settlement sets keyed by (participant, agreement, currency, batch id)."""
     batches: dict[tuple[str, str, str, str], _Batch] = defaultdict(_Batch)
@@ -263,23 +280,32 @@ def _ap_i4(ctx: CheckContext) -> Iterator[Result]:
                        key[2], lin + lin_t + lin_f, "TSR net vs TDR net + FR net (CREDIT +, DEBIT -)")
 
 
-def _settlements(ctx: CheckContext) -> tuple[dict[tuple[str, str, str, str], _Batch], list[dict[str, Any]]]:
+@dataclass
+class _Settlements:
+    batches: dict[tuple[str, str, str, str], _Batch]
+    lines: list[dict[str, Any]]  # SR clearing-batch lines, in file and line order
+    by_file: dict[str, list[dict[str, Any]]]  # the same, per SR file sha256
+
+
+@shared
+def _settlements(ctx: CheckContext) -> _Settlements:
     batches = _ap_batches(ctx)
     sr_lines = _rows(ctx, f"""
         SELECT l.source_sha256, l.source_name, l.line_no, l.clearing_batch_id, l.settlement_minor,
                l.settlement_currency, l.occurred_at
         FROM {ctx.lines} l WHERE l.family = 'alipayplus' AND l.report = 'settlement'
         ORDER BY l.source_name, l.line_no""")
-    return batches, sr_lines
+    by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ln in sr_lines:
+        by_file[ln["source_sha256"]].append(ln)
+    return _Settlements(batches, sr_lines, by_file)
 
 
 @check("AP-I5", "alipayplus", "Settlement Report net = its listed clearing batches = their TSR nets",
        "alipayplus.md 11 AP-I5, AP-D5 [inferred]")
 def _ap_i5(ctx: CheckContext) -> Iterator[Result]:
-    batches, sr_lines = _settlements(ctx)
-    by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for ln in sr_lines:
-        by_file[ln["source_sha256"]].append(ln)
+    sr = _settlements(ctx)
+    batches, by_file = sr.batches, sr.by_file
     for key, b in sorted(batches.items()):
         for f in b.files.get("settlement", []):
             net, lin = b.figure("settlement", "settlement")
@@ -305,10 +331,8 @@ def _ap_i5(ctx: CheckContext) -> Iterator[Result]:
 @check("AP-D2", "alipayplus", "A settlement of exactly one clearing cycle equals that cycle's TSR net",
        "seed 002; alipayplus.md 11 AP-D2")
 def _ap_d2(ctx: CheckContext) -> Iterator[Result]:
-    batches, sr_lines = _settlements(ctx)
-    by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for ln in sr_lines:
-        by_file[ln["source_sha256"]].append(ln)
+    sr = _settlements(ctx)
+    batches, by_file = sr.batches, sr.by_file
     for key, b in sorted(batches.items()):
         for f in b.files.get("settlement", []):
             listed = by_file.get(f["sha256"], [])
@@ -326,7 +350,8 @@ def _ap_d2(ctx: CheckContext) -> Iterator[Result]:
 @check("AP-I6", "alipayplus", "Every clearing batch is settled exactly once (once it is due)",
        "alipayplus.md 11 AP-D4, AP-I6")
 def _ap_i6(ctx: CheckContext) -> Iterator[Result]:
-    batches, sr_lines = _settlements(ctx)
+    sr = _settlements(ctx)
+    batches, sr_lines = sr.batches, sr.lines
     listed: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     sr_key = {f["sha256"]: k for k, b in batches.items() for f in b.files.get("settlement", [])}
     for ln in sr_lines:
@@ -401,6 +426,7 @@ def _an_9(ctx: CheckContext) -> Iterator[Result]:
 # Antom
 
 
+@shared
 def _an_summaries(ctx: CheckContext) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Settlement summary figures keyed by (customer, currency, batch): {scope: {figure: (value, lineage)}}."""
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -419,6 +445,7 @@ def _an_summaries(ctx: CheckContext) -> dict[tuple[str, str, str], dict[str, Any
     return out
 
 
+@shared
 def _an_details(ctx: CheckContext) -> dict[tuple[str, str, str], dict[str, Any]]:
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in _rows(ctx, f"""

@@ -595,7 +595,7 @@ def render_alipayplus(world: World, view: AccountView, inject: bool) -> None:
 # Ledgers (the users' own records, each in its own column names)
 
 
-def _write_antom_ledger(world: World, rows: Sequence[LedgerRow]) -> dict[str, Any]:
+def _write_antom_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> dict[str, Any]:
     """A merchant's order system: major-unit decimals, refunds positive with kind=refund."""
     import csv
     import io
@@ -610,7 +610,7 @@ def _write_antom_ledger(world: World, rows: Sequence[LedgerRow]) -> dict[str, An
     rel = "ledgers/antom_merchant_orders.csv"
     (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
     (world.root / rel).write_text(buf.getvalue(), encoding="utf-8")
-    return {"name": "merchant-orders", "path": rel, "family": "antom", "account_id": ANTOM_MERCHANT.account_id,
+    return {"name": "merchant-orders", "path": rel, "family": "antom", "account_id": acc.account_id,
             "amount_unit": "major", "refund_sign": "negate_reverse_types",
             "columns": {"merchant_ref_id": "order_ref", "record_type": "kind", "original_merchant_ref_id": "refund_of",
                         "amount": "amount", "currency": "ccy", "status": "state", "occurred_at": "created_at"},
@@ -618,7 +618,7 @@ def _write_antom_ledger(world: World, rows: Sequence[LedgerRow]) -> dict[str, An
             "statuses": {"paid": "SUCCESS", "failed": "FAILED"}}
 
 
-def _write_shop_ledger(world: World, rows: Sequence[LedgerRow]) -> dict[str, Any]:
+def _write_shop_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> dict[str, Any]:
     """A shop system's spreadsheet export: xlsx, headers with spaces, signed minor units, ISO times."""
     from ..formats.writer import write_xlsx
 
@@ -629,7 +629,7 @@ def _write_shop_ledger(world: World, rows: Sequence[LedgerRow]) -> dict[str, Any
     rel = "ledgers/shop_orders.xlsx"
     (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
     (world.root / rel).write_bytes(write_xlsx(header, cells, trailer=False))
-    return {"name": "shop-orders", "path": rel, "family": "antom", "account_id": ANTOM_MERCHANT_V2.account_id,
+    return {"name": "shop-orders", "path": rel, "family": "antom", "account_id": acc.account_id,
             "amount_unit": "minor", "refund_sign": "as_written",
             "columns": {"merchant_ref_id": "Payment Request ID", "record_type": "Type",
                         "original_merchant_ref_id": "Original Request", "amount": "Amount (minor)",
@@ -708,11 +708,10 @@ def build_world(root: Path, spec: WorldSpec | None = None) -> World:
         if acc.family == "antom":
             render_antom(world, view, rng, spec.inject)
             writer = _write_antom_ledger if acc.variant == "v1" else _write_shop_ledger
-            world.ledgers.append(writer(world, view.ledger))
         else:
             render_alipayplus(world, view, spec.inject)
             writer = _write_acqp_ledger if acc.role == "ACQP" else _write_mpp_ledger
-            world.ledgers.append(writer(world, acc, view.ledger))
+        world.ledgers.append(writer(world, acc, view.ledger))
     truth = world.truth
     truth.exceptions.sort(key=lambda e: (e["family"], e["report"], e["exception_class"], e["match_key"]))
     truth.check_failures.sort(key=lambda c: (c["check_id"], c["reason_code"], c["scope"] or ""))

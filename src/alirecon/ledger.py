@@ -45,7 +45,6 @@ from .formats.engine import (
     ParsedFile,
     ParseOptions,
     SourceFile,
-    _duck_type,
     _empty_select,
     _ident,
     _sql_str,
@@ -54,6 +53,7 @@ from .formats.engine import (
     new_connection,
     resolve_header,
     rule_problems,
+    schema_select,
     sort_problems,
 )
 from .money import MoneyError, exponent
@@ -101,11 +101,7 @@ class ParsedLedger:
             return _empty_select(LEDGER_LINE)
         constants = {"source_sha256": _sql_str(self.sha256), "source_name": _sql_str(self.name),
                      "ledger_row": self.line_sql}
-        cols = []
-        for f in LEDGER_LINE:
-            expr = constants.get(f.name) or (_ident(f.name) if f.name in self.columns else "NULL")
-            cols.append(f"CAST({expr} AS {_duck_type(f.type)}) AS {_ident(f.name)}")
-        return f"SELECT {', '.join(cols)} FROM {self.table}"
+        return schema_select(LEDGER_LINE, self.table, self.columns, constants)
 
     def lines_arrow(self) -> pa.Table:
         if self.con is None or self.table is None:

@@ -21,7 +21,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -1027,24 +1027,10 @@ class ParsedFile:
         """A SELECT giving this file's lines with exactly the ``schema.REPORT_LINE`` columns."""
         if self.body is None:
             return _empty_select(REPORT_LINE)
-        cols = []
-        for f in REPORT_LINE:
-            if f.name == "family":
-                expr = _sql_str(self.family)
-            elif f.name == "report":
-                expr = _sql_str(self.report)
-            elif f.name == "source_sha256":
-                expr = _sql_str(self.sha256)
-            elif f.name == "source_name":
-                expr = _sql_str(self.name)
-            elif f.name == "line_no":
-                expr = self.body.line_sql
-            elif f.name in self.body.columns:
-                expr = _ident(f.name)
-            else:
-                expr = "NULL"
-            cols.append(f"CAST({expr} AS {_duck_type(f.type)}) AS {_ident(f.name)}")
-        return f"SELECT {', '.join(cols)} FROM {self.body.table}"
+        constants = {"family": _sql_str(self.family), "report": _sql_str(self.report),
+                     "source_sha256": _sql_str(self.sha256), "source_name": _sql_str(self.name),
+                     "line_no": self.body.line_sql}
+        return schema_select(REPORT_LINE, self.body.table, self.body.columns, constants)
 
     def lines_arrow(self) -> pa.Table:
         if self.con is None or self.body is None:
@@ -1115,6 +1101,16 @@ def _duck_type(t: pa.DataType) -> str:
     if pa.types.is_map(t):
         return "MAP(VARCHAR, VARCHAR)"
     raise TypeError(t)
+
+
+def schema_select(schema: pa.Schema, table: str, present: Collection[str], constants: Mapping[str, str]) -> str:
+    """A SELECT of exactly ``schema``'s columns from ``table``: a constant (SQL) where given, the column
+    where ``present``, else NULL; each cast to its schema type."""
+    cols = []
+    for f in schema:
+        expr = constants.get(f.name) or (_ident(f.name) if f.name in present else "NULL")
+        cols.append(f"CAST({expr} AS {_duck_type(f.type)}) AS {_ident(f.name)}")
+    return f"SELECT {', '.join(cols)} FROM {table}"
 
 
 def _empty_select(schema: pa.Schema) -> str:

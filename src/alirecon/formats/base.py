@@ -92,6 +92,17 @@ class ReportFormat:
         """File-name metadata key -> line field that must carry the same value (AP-I8, AN-9)."""
         return {}
 
+    def _start(self, path: Path, con: duckdb.DuckDBPyConnection | None, options: ParseOptions | None,
+               name: str | None) -> tuple[ParsedFile, duckdb.DuckDBPyConnection, ParseOptions]:
+        """The empty result every parse starts from (file-name metadata filled in)."""
+        options = options or ParseOptions()
+        con = con or new_connection(exponents=options.exponents)
+        path = Path(path)
+        parsed = ParsedFile(path=path, name=name or path.name, sha256="", size=0, family=self.family,
+                            report=self.report, con=con)
+        parsed.meta = self.name_meta(parsed.name) or {}
+        return parsed, con, options
+
     def key(self) -> str:
         return f"{self.family}.{self.report}"
 
@@ -176,13 +187,8 @@ class TableReport(ReportFormat):
 
     def parse(self, path: Path, con: duckdb.DuckDBPyConnection | None = None,
               options: ParseOptions | None = None, *, name: str | None = None) -> ParsedFile:
-        options = options or ParseOptions()
-        con = con or new_connection(exponents=options.exponents)
-        path = Path(path)
-        name = name or path.name
-        parsed = ParsedFile(path=path, name=name, sha256="", size=0, family=self.family, report=self.report,
-                            con=con)
-        parsed.meta = self.name_meta(name) or {}
+        parsed, con, options = self._start(path, con, options, name)
+        path, name = parsed.path, parsed.name
         if path.suffix.lower() == ".xlsx":
             return self._parse_xlsx(parsed, con, options)
         scan = _Scan(path)
@@ -387,13 +393,8 @@ class SectionedReport(ReportFormat):
 
     def parse(self, path: Path, con: duckdb.DuckDBPyConnection | None = None,
               options: ParseOptions | None = None, *, name: str | None = None) -> ParsedFile:
-        options = options or ParseOptions()
-        con = con or new_connection(exponents=options.exponents)
-        path = Path(path)
-        name = name or path.name
-        parsed = ParsedFile(path=path, name=name, sha256="", size=0, family=self.family, report=self.report,
-                            con=con)
-        parsed.meta = self.name_meta(name) or {}
+        parsed, con, options = self._start(path, con, options, name)
+        path, name = parsed.path, parsed.name
         scan = _Scan(path)
         scan.start()
         head = read_head_lines(path, max_lines=self.max_head_lines, max_line_bytes=options.max_line_bytes,

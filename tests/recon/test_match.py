@@ -436,3 +436,65 @@ def test_every_injected_change_is_found_exactly_once(con, world):
     assert len(found) == len(set(found))
     assert result.out_of_window == outside
     assert sum(result.counts[c] for c in EXCEPTION_CLASSES) == len(rows)
+
+
+# ------------------------------------------------------------------ the fast path's exactness (match.py _Run)
+
+
+def test_keyless_refund_still_counts_against_its_payment(con):
+    # the payment agrees with the ledger, so the key pass does not fetch it; the keyless refund must bring it in
+    report = [rline("P1", 1000, 2), rline(None, -1500, 3, rt="REFUND", original_merchant_ref_id="P1"),
+              rline("P2", 500, 4), rline("R2", -100, 5, rt="REFUND", original_merchant_ref_id="P2")]  # within P2
+    ledger = [lrow("P1", 1000, 2), lrow("P2", 500, 4), lrow("R2", -100, 5, rt="REFUND", original_merchant_ref_id="P2")]
+    result, rows = run(con, report, ledger)
+    assert brief(rows) == [
+        ("missing_in_ledger", "NO_MATCH_KEY", None, "REFUND", [("r1.csv", 3)], []),
+        ("refund_exceeds_payment", "REFUNDS_EXCEED_PAYMENT", "P1", "PAYMENT", [("r1.csv", 2), ("r1.csv", 3)],
+         [("ledger.csv", 2)]),
+    ]
+    assert "15.00 USD" in rows[1]["detail"]
+    assert result.matched == 3
+
+
+def test_ledger_rows_outside_the_window_take_part_only_with_a_report_key(con):
+    outside = datetime(2024, 1, 5, 4, tzinfo=UTC)
+    report = [rline("A", 100, 2)]
+    ledger = [lrow("A", 100, 2), lrow("A", 100, 3, at=outside),   # the report has A: both rows count
+              lrow("B", 100, 4), lrow("B", 100, 5, at=outside),   # B only in the ledger: the outside row does not
+              lrow(None, 7, 6, at=outside), lrow("C", 9, 7, at=outside, status="FAILED")]
+    result, rows = run(con, report, ledger)
+    assert brief(rows) == [
+        ("duplicate_in_ledger", "DUPLICATE_KEY", "A", "PAYMENT", [("r1.csv", 2)],
+         [("ledger.csv", 2), ("ledger.csv", 3)]),
+        ("missing_in_report", "NOT_IN_REPORT", "B", "PAYMENT", [], [("ledger.csv", 4)]),
+    ]
+    assert result.out_of_window == 3 and result.matched == 0
+
+
+def _colliding(con, monkeypatch, macro: str) -> None:
+    from alirecon.recon import match
+
+    con.execute(f"CREATE OR REPLACE TEMP MACRO ar_test_hash(a, b) AS {macro}")
+    monkeypatch.setattr(match._Run, "key_hash", "ar_test_hash")
+
+
+@pytest.mark.parametrize("macro", ["CAST(42 AS UBIGINT)", "CAST(hash(a, b) % 3 AS UBIGINT)"])
+def test_key_hash_collisions_change_nothing(con, monkeypatch, macro):
+    # the key pass groups by a hash of the key; keys that collide must still be decided one by one
+    refunds = [rline("P1", 1000, 11), rline("R5", -700, 12, rt="REFUND", original_merchant_ref_id="P1"),
+               rline("R6", -400, 13, rt="REFUND", original_merchant_ref_id="P1")]
+    report, ledger = [*MIXED_REPORT, *refunds], [*MIXED_LEDGER, lrow("P1", 1000, 12)]
+    expected, expected_rows = run(con, report, ledger)
+    assert {r["exception_class"] for r in expected_rows} >= {"refund_exceeds_payment", "duplicate_in_report"}
+    _colliding(con, monkeypatch, macro)
+    again, rows = run(con, report, ledger)
+    assert rows == expected_rows
+    assert (again.counts, again.matched, again.out_of_window) == (expected.counts, expected.matched,
+                                                                  expected.out_of_window)
+
+
+@pytest.mark.parametrize("keep_order", [True, False])
+def test_the_callers_insertion_order_setting_is_restored(con, keep_order):
+    con.execute(f"SET preserve_insertion_order = {str(keep_order).lower()}")
+    run(con, [rline("A", 1, 2)], [lrow("B", 1, 2)])
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0] is keep_order

@@ -1,9 +1,11 @@
 """Report lines vs the user's ledger: one set-based DuckDB pass, one typed exception per discrepancy.
 
 Why set-based: a day of Antom or Alipay+ lines can be millions of rows; every step below is a join or a
-GROUP BY over whole tables (no Python loop over rows), so 10M x 10M runs in seconds (reconciliation-practice.md
-5.2). Why these rules: a finance team must see every disagreement once, with a reason code and the exact
-lines on both sides, and the same input must give the same rows in the same order (DESIGN.md).
+GROUP BY over whole tables (no Python loop over rows). One pass over both sides finds the few keys that need a
+closer look, and only their lines are then read again with their lineage (``_Run``), so 10M x 10M runs in about
+the time of a bare DuckDB join (bench/match_bench.py; reconciliation-practice.md 5.2). Why these rules: a
+finance team must see every disagreement once, with a reason code and the exact lines on both sides, and the
+same input must give the same rows in the same order (DESIGN.md).
 
 Semantics (the sandbox generator builds its truth file from exactly these):
 
@@ -59,7 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time, timedelta
 
 import duckdb
 import pyarrow as pa
@@ -95,8 +97,12 @@ ORDER_BY = ", ".join([
     "report NULLS LAST",
 ])
 _LINEAGE_TYPE = "STRUCT(sha256 VARCHAR, name VARCHAR, line BIGINT)"
-_LINEAGE_ORDER = "lin.name, lin.sha256, lin.line"
+# Lineage while it is being collected: the fields in rule 9's order (name, sha256, line), so that sorting a
+# list of them is one list_sort (an ordered list() aggregate was the slowest step); cast to _LINEAGE_TYPE
+# (by field name) once the list is built.
+_SORTABLE_LINEAGE = "STRUCT(name VARCHAR, sha256 VARCHAR, line BIGINT)"
 _UTC8_MICROS = int(UTC8.utcoffset(None).total_seconds()) * 1_000_000  # clearing days (alipayplus.md 8)
+_DAY = timedelta(days=1)
 
 
 @dataclass
@@ -130,6 +136,11 @@ def _sql_type(t: pa.DataType) -> str:
     if pa.types.is_struct(t):
         return "STRUCT(" + ", ".join(f"{f.name} {_sql_type(f.type)}" for f in t) + ")"
     return _duck_type(t)
+
+
+def _lineage(line: str) -> str:
+    """A line's lineage (schema.LINEAGE) as a sortable struct: its file, the file's sha256 and the line."""
+    return f"CAST({{'name': source_name, 'sha256': source_sha256, 'line': {line}}} AS {_SORTABLE_LINEAGE}) AS lin"
 
 
 def _utc8_date(column: str) -> str:
@@ -173,14 +184,53 @@ def reconcile(con: duckdb.DuckDBPyConnection, *, report_lines: str, ledger_lines
     if window is not None and window[0] > window[1]:
         raise ValueError(f"window starts after it ends: {window}")
     run = _Run(con, key, family, report, success_statuses, record_types)
+    # Row order inside the scratch tables never matters (the result is ORDER BY'd); not keeping it saves time
+    # and memory at 10M rows. The caller's setting is restored afterwards.
+    keep_order = bool(scalar(con, "SELECT current_setting('preserve_insertion_order')"))
+    con.execute("SET preserve_insertion_order = false")
     try:
         return run.execute(report_lines, ledger_lines, window)
     finally:
+        con.execute(f"SET preserve_insertion_order = {str(keep_order).lower()}")
         run.drop()
 
 
+@dataclass(frozen=True)
+class _Rule:
+    """Rule 6 or 7 on a key with at most one line per side: ``when`` is SQL over its report line ``r`` and
+    ledger row ``l`` (either may be absent: ``k`` NULL), ``detail`` over the key's values (``r_*`` / ``l_*``)."""
+
+    cls: str
+    reason: str
+    when: str
+    detail: str
+
+
+_BOTH = "r.k IS NOT NULL AND l.k IS NOT NULL"
+_COMPARED = f"{_BOTH} AND r.ok AND l.ok"
+_SAME_CCY = "r.ccy IS NOT DISTINCT FROM l.ccy"
+# per key: the value all its lines agree on (rule 9); ``ok`` is ANDed instead
+_AGREED = ("amt", "ccy", "status", "stl", "stl_ccy", "fee", "fee_ccy", "link")
+
+
 class _Run:
-    """One reconcile: the scratch tables it creates and the SQL that fills them."""
+    """One reconcile: the scratch tables it creates and the SQL that fills them.
+
+    Why this shape (10M x 10M lines in about the time of a bare DuckDB join, under a 2 GB memory limit):
+
+    1. ONE pass over every keyed line joins both sides on the key, tells for each pair whether any rule could
+       fire, and counts the pairs per key *hash* (an integer group by: a fifth faster than grouping the string
+       keys at 10M). It keeps only the hashes of keys that may have a finding (more than one pair, or a rule
+       fired), of the report's refunds and of the payments they point at, plus a tally of the rest. Nothing is
+       copied and no lineage is carried through it.
+    2. Narrow passes pick the lines of those hashes (and the keyless ones) with their lineage: ~1% of the rows.
+    3. Every rule is then decided exactly, per key, on those few rows, with the same rule SQL; a hash collision
+       only brings in a key that turns out to agree, and is counted as matched.
+    """
+
+    # SQL function (a, b) -> UBIGINT that groups keys in the key pass; any function gives the same result
+    # (colliding keys are told apart afterwards), a good one keeps the candidates few
+    key_hash = "hash"
 
     def __init__(self, con: duckdb.DuckDBPyConnection, key: str, family: str, report: str,
                  success_statuses: Sequence[str], record_types: Sequence[str] | None) -> None:
@@ -201,12 +251,11 @@ class _Run:
     def money(self, minor: str, currency: str) -> str:
         return _money_sql(minor, currency, self.exponents)
 
-    def learn_exponents(self, *sides: str) -> None:
-        """Exponents of the currencies present, from the connection's ``ar_exp`` macro when it has one (it
-        carries the workspace's exponent overrides), else from ISO 4217."""
-        union = " UNION ".join(
-            f"SELECT unnest([ccy, stl_ccy, fee_ccy]) AS c FROM {side}" for side in sides
-        )
+    def learn_exponents(self, *tables: str) -> None:
+        """Exponents of the currencies in the few rows the details are written from (not of every line: that
+        was a full pass per side), from the connection's ``ar_exp`` macro when it has one (it carries the
+        workspace's exponent overrides), else from ISO 4217."""
+        union = " UNION ".join(f"SELECT unnest([ccy, stl_ccy, fee_ccy]) AS c FROM {table}" for table in tables)
         codes = [str(c) for (c,) in self.con.execute(
             f"SELECT DISTINCT c FROM ({union}) WHERE c IS NOT NULL ORDER BY c").fetchall()]
         if not codes:
@@ -220,13 +269,9 @@ class _Run:
             iso = all_exponents()
             self.exponents = {c: iso[c] for c in codes if c in iso}
 
-    def tmp(self, prefix: str) -> str:
+    def create(self, prefix: str, sql: str) -> str:
         name = _tmp_name(prefix)
         self.scratch.append(name)
-        return name
-
-    def create(self, prefix: str, sql: str) -> str:
-        name = self.tmp(prefix)
         self.con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
         return name
 
@@ -234,51 +279,94 @@ class _Run:
         for name in self.scratch:
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
 
-    def release(self, name: str) -> None:
-        """Drop a scratch table as soon as it is no longer needed (memory at 10M rows)."""
-        self.con.execute(f"DROP TABLE IF EXISTS {name}")
-
-    def side(self, source: str, line_column: str, where: str) -> str:
+    def side(self, source: str, where: str, *extra: str) -> str:
         """The columns matching needs, normalised (empty key = no key, record_type upper-cased)."""
-        return (
-            f"SELECT nullif({self.key}, '') AS k, coalesce(upper(record_type), '') AS rt, "
-            f"nullif({self.link}, '') AS link, upper(status) AS status, "
-            f"(status IS NULL OR list_contains({self.success}, upper(status))) AS ok, "
-            "amount_minor AS amt, amount_currency AS ccy, settlement_minor AS stl, settlement_currency AS stl_ccy, "
-            f"fee_minor AS fee, fee_currency AS fee_ccy, occurred_at, {_utc8_date('occurred_at')} AS day, "
-            f"CAST({{'sha256': source_sha256, 'name': source_name, 'line': {line_column}}} AS {_LINEAGE_TYPE}) AS lin "
-            f"FROM {source} AS src WHERE {where}{self.type_filter}"
-        )
+        columns = ", ".join((
+            f"nullif({self.key}, '') AS k", "coalesce(upper(record_type), '') AS rt",
+            f"nullif({self.link}, '') AS link", "upper(status) AS status",
+            f"(status IS NULL OR list_contains({self.success}, upper(status))) AS ok", "amount_minor AS amt",
+            "amount_currency AS ccy", "settlement_minor AS stl", "settlement_currency AS stl_ccy", "fee_minor AS fee",
+            "fee_currency AS fee_ccy", *extra,
+        ))
+        return f"SELECT {columns} FROM {source} AS src WHERE {where}{self.type_filter}"
+
+    def rules(self) -> list[_Rule]:
+        """Rules 6 and 7 for a key with at most one line per side."""
+        key, kr = self.key, "k || ' (' || rt || ')'"
+        return [
+            _Rule("missing_in_ledger", "NOT_IN_LEDGER", "l.k IS NULL AND r.ok",
+                  f"'report ' || {self.money('r_amt', 'r_ccy')} || ' has no ledger row with {key} ' || {kr}"),
+            _Rule("missing_in_report", "NOT_IN_REPORT", "r.k IS NULL AND l.ok",
+                  f"'ledger ' || {self.money('l_amt', 'l_ccy')} || ' with {key} ' || {kr} || ' is not in "
+                  f"{self.family}.{self.report}'"),
+            _Rule("status_mismatch", "LEDGER_NOT_SUCCESS", f"{_BOTH} AND r.ok AND NOT l.ok",
+                  f"'report status ' || {_text('r_status')} || ' (successful), ledger status ' || {_text('l_status')}"),
+            _Rule("status_mismatch", "REPORT_NOT_SUCCESS", f"{_BOTH} AND NOT r.ok AND l.ok",
+                  f"'report status ' || {_text('r_status')} || ', ledger status ' || {_text('l_status')} "
+                  "|| ' (successful)'"),
+            _Rule("currency_mismatch", "CURRENCY_MISMATCH", f"{_COMPARED} AND NOT ({_SAME_CCY})",
+                  f"'currency: report ' || {_text('r_ccy')} || ', ledger ' || {_text('l_ccy')}"),
+            _Rule("amount_mismatch", "AMOUNT_MISMATCH", f"{_COMPARED} AND {_SAME_CCY} AND r.amt IS DISTINCT FROM l.amt",
+                  f"'amount: report ' || {self.money('r_amt', 'r_ccy')} || ', ledger ' "
+                  f"|| {self.money('l_amt', 'l_ccy')}"),
+            _Rule("amount_mismatch", "SETTLEMENT_MISMATCH",
+                  f"{_COMPARED} AND {_SAME_CCY} AND r.stl IS NOT NULL AND l.stl IS NOT NULL "
+                  "AND (r.stl <> l.stl OR r.stl_ccy IS DISTINCT FROM l.stl_ccy)",
+                  f"'settlement: report ' || {self.money('r_stl', 'r_stl_ccy')} || ', ledger ' "
+                  f"|| {self.money('l_stl', 'l_stl_ccy')}"),
+            _Rule("amount_mismatch", "FEE_MISMATCH",
+                  f"{_COMPARED} AND {_SAME_CCY} AND r.fee IS NOT NULL AND l.fee IS NOT NULL "
+                  "AND (abs(r.fee) <> abs(l.fee) OR r.fee_ccy IS DISTINCT FROM l.fee_ccy)",
+                  f"'fee (magnitude): report ' || {self.money('abs(r_fee)', 'r_fee_ccy')} || ', ledger ' "
+                  f"|| {self.money('abs(l_fee)', 'l_fee_ccy')}"),
+            _Rule("link_mismatch", "REFUND_ORIGINAL_MISMATCH",
+                  f"{_COMPARED} AND r.rt = 'REFUND' AND r.link IS NOT NULL AND l.link IS NOT NULL "
+                  "AND r.link <> l.link",
+                  f"'refund of {self.link}: report ' || r_link || ', ledger ' || l_link"),
+        ]
 
     def execute(self, report_lines: str, ledger_lines: str, window: tuple[date, date] | None) -> MatchResult:
         con = self.con
         fam, rep = _sql_str(self.family), _sql_str(self.report)
-        r = self.create("r", self.side(report_lines, "line_no", f"family = {fam} AND report = {rep}"))
-        if window is None:
-            lo, hi = con.execute(f"SELECT min(day), max(day) FROM {r}").fetchall()[0]
+        report_where = f"family = {fam} AND report = {rep}"
+        ledger_where = f"coalesce(family, {fam}) = {fam}"
+        if window is None:  # the UTC+8 day grows with the instant: the days of the first and the last line
+            first, last = _utc8_date("min(occurred_at)"), _utc8_date("max(occurred_at)")
+            lo, hi = con.execute(
+                f"SELECT {first}, {last} FROM {report_lines} AS src WHERE {report_where}{self.type_filter}"
+            ).fetchall()[0]
             window = (lo, hi) if lo is not None else None
-        in_window = (
-            f"(occurred_at IS NULL OR day BETWEEN DATE '{window[0].isoformat()}' AND DATE '{window[1].isoformat()}')"
-            if window is not None else "(occurred_at IS NULL)"
+        in_window = "(occurred_at IS NULL) AS in_window"
+        if window is not None:  # the window's UTC+8 days as instants: no date conversion per row
+            start, end = (datetime.combine(day, time(0), UTC8).isoformat() for day in (window[0], window[1] + _DAY))
+            in_window = (f"(occurred_at IS NULL OR (occurred_at >= TIMESTAMPTZ '{start}' "
+                         f"AND occurred_at < TIMESTAMPTZ '{end}')) AS in_window")
+
+        keys = self.key_pass(self.side(report_lines, report_where), self.side(ledger_lines, ledger_where, in_window))
+        r_rows, refunds = self.fetch_report(keys, self.side(report_lines, report_where, _lineage("line_no")))
+        r_keys = self.per_key(r_rows)
+        over = self.create(
+            "over",
+            f"SELECT p.k, p.amt, p.ccy, p.status, sum(abs(f.amt)) AS total, count(*) AS lines_n "
+            f"FROM {r_keys} AS p JOIN {refunds} AS f ON f.link = p.k AND f.ccy = p.ccy "
+            "WHERE p.rt = 'PAYMENT' AND p.n = 1 AND p.ok AND p.amt IS NOT NULL "
+            "GROUP BY p.k, p.amt, p.ccy, p.status HAVING sum(abs(f.amt)) > abs(p.amt)",
         )
-        ledger_side = self.side(ledger_lines, "ledger_row", f"coalesce(family, {fam}) = {fam}")
-        lall = self.create("lall", f"SELECT *, {in_window} AS in_window FROM ({ledger_side})")
-        self.learn_exponents(r, lall)
-        outside = int(scalar(con, f"SELECT count(*) FROM {lall} WHERE NOT in_window"))
-        lines = lall
-        if outside:
-            lines = self.create(
-                "l",
-                f"SELECT * FROM {lall} WHERE in_window UNION ALL "
-                f"SELECT l.* FROM {lall} AS l SEMI JOIN (SELECT DISTINCT k, rt FROM {r} WHERE k IS NOT NULL) AS rk "
-                "ON l.k = rk.k AND l.rt = rk.rt WHERE NOT l.in_window",
-            )
-            self.release(lall)
-        out_of_window = outside - int(scalar(con, f"SELECT count(*) FROM {lines} WHERE NOT in_window"))
-        rg, lg = self.group(r), self.group(lines)
-        flags = self.flags(rg, lg)
-        parts = [self.key_exceptions(flags, r, lines), self.no_key_exceptions(r, lines),
-                 self.refund_exceptions(r, rg, lg, lines)]
+        candidates = f"(SELECT h FROM {keys} WHERE candidate)"
+        ledger_lin = self.side(ledger_lines, ledger_where, in_window, _lineage("ledger_row"))
+        l_rows = self.create(  # the rows of the candidates, of the overpaid payments, and the keyless ones
+            "lrows",
+            f"SELECT * FROM ({ledger_lin}) WHERE k IS NULL "
+            f"OR {self.key_hash}(k, rt) IN ({candidates} UNION SELECT {self.key_hash}(k, 'PAYMENT') FROM {over})",
+        )
+        # in scope (rule 3): every row of a key the report has, else the rows inside the window
+        l_keys = self.per_key(f"(SELECT s.* FROM {l_rows} AS s LEFT JOIN {r_keys} AS r ON r.k = s.k AND r.rt = s.rt "
+                              "WHERE s.in_window OR r.k IS NOT NULL)")
+        found = self.decide(r_keys, l_keys, candidates)
+        self.learn_exponents(r_rows, l_rows)
+
+        parts = [self.key_exceptions(found), self.no_key_exceptions(r_rows, l_rows),
+                 self.refund_exceptions(over, refunds, r_rows, l_keys)]
         table = _tmp_name("exceptions")
         columns = ", ".join(f"CAST({f.name} AS {_sql_type(f.type)}) AS {f.name}" for f in EXCEPTION)
         con.execute(
@@ -289,120 +377,118 @@ class _Run:
         counts = dict.fromkeys(EXCEPTION_CLASSES, 0)
         for cls, n in con.execute(f"SELECT exception_class, count(*) FROM {table} GROUP BY 1").fetchall():
             counts[str(cls)] = int(n)
-        matched = int(scalar(con, (
-            f"SELECT (SELECT count(*) FROM {flags} WHERE NOT finding) "
-            f"+ (SELECT count(*) FROM {r} WHERE k IS NULL AND NOT ok) "
-            f"+ (SELECT count(*) FROM {lines} WHERE k IS NULL AND NOT ok)"
-        )))
-        counts["matched"] = matched
-        return MatchResult(table, matched, counts, window, out_of_window, con)
+        passed, agreeing, r_no_key, l_no_key, outside, l_no_key_outside = con.execute(
+            f"SELECT (SELECT coalesce(sum(keys), 0) FROM {keys} WHERE NOT outside AND NOT candidate), "
+            f"(SELECT count(*) FROM {found} WHERE agree), "
+            f"(SELECT count(*) FROM {r_rows} WHERE k IS NULL AND NOT ok), "
+            f"(SELECT count(*) FROM {l_rows} WHERE k IS NULL AND NOT ok AND in_window), "
+            f"(SELECT coalesce(sum(pairs), 0) FROM {keys} WHERE outside), "
+            f"(SELECT count(*) FROM {l_rows} WHERE k IS NULL AND NOT in_window)"
+        ).fetchall()[0]
+        # rule 10: the keys the key pass let through, the candidates that agree, the non-successful keyless lines
+        counts["matched"] = matched = int(passed + agreeing + r_no_key + l_no_key)
+        return MatchResult(table, matched, counts, window, int(outside + l_no_key_outside), con)
 
-    def group(self, side: str) -> str:
-        """One row per key: how many lines, and the values all of them agree on (NULL where they differ).
+    def key_pass(self, report_side: str, ledger_side: str) -> str:
+        """The one pass over every keyed line (see the class docstring). One row per kept key hash ``h``:
+        ``candidate`` (more than one pair: a duplicate, rule 5; or a rule may fire), ``refund`` (a report REFUND
+        key) and ``paid`` (the hash of the payment its line points at, rule 8), with its ``pairs``. Then, with
+        ``h`` NULL: one row whose ``keys`` counts every other key (one pair, nothing to look at), and one
+        (``outside``) whose ``pairs`` counts the ledger rows outside the window whose key the report lacks."""
+        hash_ = self.key_hash
+        may_fire = " OR ".join(f"({rule.when})" for rule in self.rules())
+        outside = "coalesce(r.k IS NULL AND NOT l.in_window, false)"
+        joined = (
+            f"SELECT CASE WHEN {outside} THEN NULL ELSE {hash_}(coalesce(r.k, l.k), coalesce(r.rt, l.rt)) END AS hk, "
+            f"coalesce({may_fire}, false) AS fires, coalesce(r.rt = 'REFUND', false) AS refund, "
+            f"CASE WHEN r.rt = 'REFUND' AND r.ok AND r.link IS NOT NULL THEN {hash_}(r.link, 'PAYMENT') END AS paid "
+            f"FROM (SELECT * FROM ({report_side}) WHERE k IS NOT NULL) AS r "
+            f"FULL OUTER JOIN (SELECT * FROM ({ledger_side}) WHERE k IS NOT NULL) AS l ON r.k = l.k AND r.rt = l.rt"
+        )
+        per_hash = (
+            "SELECT hk, count(*) AS pairs, hk IS NOT NULL AND (count(*) > 1 OR bool_or(fires)) AS candidate, "
+            f"hk IS NOT NULL AND bool_or(refund) AS refund, max(paid) AS paid FROM ({joined}) GROUP BY hk"
+        )
+        kept = "hk IS NULL OR candidate OR refund"
+        return self.create(
+            "keys",
+            "SELECT h, outside, candidate, refund, paid, sum(pairs) AS pairs, count(*) AS keys FROM ("
+            f"SELECT CASE WHEN {kept} THEN hk END AS h, hk IS NULL AS outside, candidate, refund, "
+            f"CASE WHEN {kept} THEN paid END AS paid, pairs FROM ({per_hash})) GROUP BY ALL",
+        )
 
-        Most keys have one line: those rows are taken as they are; only the duplicated keys (few) pay for
-        the min/max aggregation (twice as fast at 1M rows as aggregating every key)."""
-        columns = ("amt", "ccy", "status", "stl", "stl_ccy", "fee", "fee_ccy", "link")
+    def fetch_report(self, keys: str, report_lin: str) -> tuple[str, str]:
+        """The report lines of the candidate keys, of every refund and of the payments they point at, and the
+        keyless ones (rule 6), with their lineage; and among them rule 8's refunds (successful, linked, their own
+        key not duplicated: rule 5)."""
+        hash_ = self.key_hash
+        fetched = self.create(
+            "fetched",
+            f"SELECT h FROM {keys} WHERE candidate OR refund UNION SELECT paid FROM {keys} WHERE paid IS NOT NULL",
+        )
+        r_rows = self.create(
+            "rrows", f"SELECT * FROM ({report_lin}) WHERE k IS NULL OR {hash_}(k, rt) IN (SELECT h FROM {fetched})",
+        )
+        refunds = self.create(
+            "refunds",
+            f"SELECT k, link, amt, ccy, lin FROM (SELECT *, count(*) OVER (PARTITION BY k) AS n FROM {r_rows} "
+            "WHERE rt = 'REFUND') WHERE ok AND link IS NOT NULL AND (k IS NULL OR n = 1)",
+        )
+        # a keyless refund, or one whose key hash collided, may point at a payment not fetched yet: rare
+        missing = f"SELECT link FROM {refunds} WHERE {hash_}(link, 'PAYMENT') NOT IN (SELECT h FROM {fetched})"
+        if scalar(self.con, f"SELECT count(*) FROM ({missing})"):
+            self.con.execute(
+                f"INSERT INTO {r_rows} SELECT * FROM ({report_lin}) WHERE rt = 'PAYMENT' AND k IN ({missing})"
+            )
+        return r_rows, refunds
 
+    def per_key(self, rows: str) -> str:
+        """One row per key of ``rows``: how many lines, the values they all agree on (NULL where they differ)
+        and the lineage list (rule 9). Most keys have one line: those are taken as they are, only the duplicated
+        ones pay for the aggregation (a third of the time)."""
         def agreed(col: str) -> str:
             return f"CASE WHEN min({col}) = max({col}) AND count({col}) = count(*) THEN min({col}) END AS {col}"
 
-        counts = self.create("n", f"SELECT k, rt, count(*) AS n FROM {side} WHERE k IS NOT NULL GROUP BY k, rt")
-        grouped = self.create(
-            "g",
-            f"SELECT s.k, s.rt, CAST(1 AS BIGINT) AS n, s.ok, {', '.join('s.' + c for c in columns)} FROM {side} AS s "
-            f"SEMI JOIN (SELECT k, rt FROM {counts} WHERE n = 1) AS c ON s.k = c.k AND s.rt = c.rt "
-            f"UNION ALL SELECT s.k, s.rt, count(*) AS n, bool_and(s.ok) AS ok, {', '.join(agreed(c) for c in columns)} "
-            f"FROM {side} AS s SEMI JOIN (SELECT k, rt FROM {counts} WHERE n > 1) AS c ON s.k = c.k AND s.rt = c.rt "
-            "GROUP BY s.k, s.rt",
-        )
-        self.release(counts)
-        return grouped
-
-    def flags(self, rg: str, lg: str) -> str:
-        """Join both sides per key and decide every rule once, as booleans."""
-        pairs = ", ".join(f"r.{c} AS r_{c}, l.{c} AS l_{c}"
-                          for c in ("n", "ok", "amt", "ccy", "status", "stl", "stl_ccy", "fee", "fee_ccy", "link"))
-        joined = (f"SELECT coalesce(r.k, l.k) AS k, coalesce(r.rt, l.rt) AS rt, {pairs} "
-                  f"FROM {rg} AS r FULL OUTER JOIN {lg} AS l ON r.k = l.k AND r.rt = l.rt")
-        single = "coalesce(r_n, 0) <= 1 AND coalesce(l_n, 0) <= 1"
-        compare = f"({single} AND r_n = 1 AND l_n = 1 AND r_ok AND l_ok)"
-        same_ccy = "r_ccy IS NOT DISTINCT FROM l_ccy"
-        rules = {
-            "dup_r": "coalesce(r_n > 1, false)",
-            "dup_l": "coalesce(l_n > 1, false)",
-            "miss_l": f"({single} AND l_n IS NULL AND r_ok)",
-            "miss_r": f"({single} AND r_n IS NULL AND l_ok)",
-            "st_l": f"({single} AND r_n = 1 AND l_n = 1 AND r_ok AND NOT l_ok)",
-            "st_r": f"({single} AND r_n = 1 AND l_n = 1 AND NOT r_ok AND l_ok)",
-            "cur": f"({compare} AND NOT ({same_ccy}))",
-            "amt": f"({compare} AND {same_ccy} AND r_amt IS DISTINCT FROM l_amt)",
-            "stl": f"({compare} AND {same_ccy} AND r_stl IS NOT NULL AND l_stl IS NOT NULL "
-                   "AND (r_stl <> l_stl OR r_stl_ccy IS DISTINCT FROM l_stl_ccy))",
-            "fee": f"({compare} AND {same_ccy} AND r_fee IS NOT NULL AND l_fee IS NOT NULL "
-                   "AND (abs(r_fee) <> abs(l_fee) OR r_fee_ccy IS DISTINCT FROM l_fee_ccy))",
-            "link": f"({compare} AND rt = 'REFUND' AND r_link IS NOT NULL AND l_link IS NOT NULL "
-                    "AND r_link <> l_link)",
-        }
-        decided = ", ".join(f"coalesce({sql}, false) AS {name}" for name, sql in rules.items())
+        counted = f"(SELECT *, count(*) OVER (PARTITION BY k, rt) AS n FROM {rows} WHERE k IS NOT NULL)"
         return self.create(
-            "flags",
-            f"SELECT *, ({' OR '.join(rules)}) AS finding FROM (SELECT *, {decided} FROM ({joined}))",
+            "perkey",
+            f"SELECT k, rt, n, ok, {', '.join(_AGREED)}, CAST([lin] AS {_LINEAGE_TYPE}[]) AS lins FROM {counted} "
+            f"WHERE n = 1 UNION ALL SELECT k, rt, count(*), bool_and(ok), {', '.join(agreed(c) for c in _AGREED)}, "
+            f"CAST(list_sort(list(lin)) AS {_LINEAGE_TYPE}[]) FROM {counted} WHERE n > 1 GROUP BY k, rt",
         )
 
-    def key_exceptions(self, flags: str, r: str, lines: str) -> str:
-        """One row per rule that fired on a key, with both sides' lineage lists."""
-        key = self.key
-        kr = "k || ' (' || rt || ')'"
-        rules = [
-            ("dup_r", "duplicate_in_report", "DUPLICATE_KEY",
-             f"r_n || ' report lines share {key} ' || {kr} || '; not compared further'"),
-            ("dup_l", "duplicate_in_ledger", "DUPLICATE_KEY",
-             f"l_n || ' ledger rows share {key} ' || {kr} || '; not compared further'"),
-            ("miss_l", "missing_in_ledger", "NOT_IN_LEDGER",
-             f"'report ' || {self.money('r_amt', 'r_ccy')} || ' has no ledger row with {key} ' || {kr}"),
-            ("miss_r", "missing_in_report", "NOT_IN_REPORT",
-             f"'ledger ' || {self.money('l_amt', 'l_ccy')} || ' with {key} ' || {kr} || ' is not in "
-             f"{self.family}.{self.report}'"),
-            ("st_l", "status_mismatch", "LEDGER_NOT_SUCCESS",
-             f"'report status ' || {_text('r_status')} || ' (successful), ledger status ' || {_text('l_status')}"),
-            ("st_r", "status_mismatch", "REPORT_NOT_SUCCESS",
-             f"'report status ' || {_text('r_status')} || ', ledger status ' || {_text('l_status')} "
-             "|| ' (successful)'"),
-            ("cur", "currency_mismatch", "CURRENCY_MISMATCH",
-             f"'currency: report ' || {_text('r_ccy')} || ', ledger ' || {_text('l_ccy')}"),
-            ("amt", "amount_mismatch", "AMOUNT_MISMATCH",
-             f"'amount: report ' || {self.money('r_amt', 'r_ccy')} || ', ledger ' || {self.money('l_amt', 'l_ccy')}"),
-            ("stl", "amount_mismatch", "SETTLEMENT_MISMATCH",
-             f"'settlement: report ' || {self.money('r_stl', 'r_stl_ccy')} || ', ledger ' "
-             f"|| {self.money('l_stl', 'l_stl_ccy')}"),
-            ("fee", "amount_mismatch", "FEE_MISMATCH",
-             f"'fee (magnitude): report ' || {self.money('abs(r_fee)', 'r_fee_ccy')} || ', ledger ' "
-             f"|| {self.money('abs(l_fee)', 'l_fee_ccy')}"),
-            ("link", "link_mismatch", "REFUND_ORIGINAL_MISMATCH",
-             f"'refund of {self.link}: report ' || r_link || ', ledger ' || l_link"),
+    def decide(self, r_keys: str, l_keys: str, candidates: str) -> str:
+        """The exact decision for every candidate key: its values on both sides, whether it is duplicated
+        (rule 5), which of rules 6-7 fire (``fired_<i>``), and ``agree`` when nothing does."""
+        rules = self.rules()
+        values = ", ".join(f"r.{c} AS r_{c}, l.{c} AS l_{c}" for c in ("n", *_AGREED))
+        single = "coalesce(r.n, 0) <= 1 AND coalesce(l.n, 0) <= 1"
+        fired = ", ".join(f"coalesce({single} AND {rule.when}, false) AS fired_{i}" for i, rule in enumerate(rules))
+        any_fired = " OR ".join(f"fired_{i}" for i in range(len(rules)))
+        side = "(SELECT * FROM {} WHERE " + f"{self.key_hash}(k, rt) IN {candidates})"
+        return self.create(
+            "found",
+            f"SELECT *, NOT coalesce(r_n > 1 OR l_n > 1 OR {any_fired}, false) AS agree FROM ("
+            f"SELECT coalesce(r.k, l.k) AS k, coalesce(r.rt, l.rt) AS rt, {values}, r.lins AS r_lins, "
+            f"l.lins AS l_lins, {fired} FROM {side.format(r_keys)} AS r "
+            f"FULL OUTER JOIN {side.format(l_keys)} AS l ON r.k = l.k AND r.rt = l.rt)",
+        )
+
+    def key_exceptions(self, found: str) -> str:
+        """One row per rule that fired on a key, with both sides' values and lineage lists."""
+        key, kr = self.key, "k || ' (' || rt || ')'"
+        selects = [
+            f"SELECT '{cls}' AS exception_class, 'DUPLICATE_KEY' AS reason_code, *, "
+            f"{n} || ' {lines} share {key} ' || {kr} || '; not compared further' AS detail FROM {found} WHERE {n} > 1"
+            for cls, n, lines in (("duplicate_in_report", "r_n", "report lines"),
+                                  ("duplicate_in_ledger", "l_n", "ledger rows"))
         ]
-        found = " UNION ALL ".join(
-            f"SELECT '{cls}' AS exception_class, '{reason}' AS reason_code, k, rt, r_amt, r_ccy, r_status, "
-            f"l_amt, l_ccy, l_status, {detail} AS detail FROM {flags} WHERE {flag}"
-            for flag, cls, reason, detail in rules
-        )
-        exc = self.create("kexc", found)
-        keys = self.create("ekeys", f"SELECT DISTINCT k, rt FROM {exc}")
-        r_lins = self.lineage(r, keys)
-        l_lins = self.lineage(lines, keys)
-        return self.output(
-            f"(SELECT e.*, rl.lins AS r_lins, ll.lins AS l_lins FROM {exc} AS e "
-            f"LEFT JOIN {r_lins} AS rl ON e.k = rl.k AND e.rt = rl.rt "
-            f"LEFT JOIN {l_lins} AS ll ON e.k = ll.k AND e.rt = ll.rt)"
-        )
-
-    def lineage(self, side: str, keys: str) -> str:
-        return self.create(
-            "lins",
-            f"SELECT s.k, s.rt, list(s.lin ORDER BY {_LINEAGE_ORDER.replace('lin.', 's.lin.')}) AS lins "
-            f"FROM {side} AS s SEMI JOIN {keys} AS e ON s.k = e.k AND s.rt = e.rt GROUP BY s.k, s.rt",
-        )
+        selects += [
+            f"SELECT '{rule.cls}' AS exception_class, '{rule.reason}' AS reason_code, *, {rule.detail} AS detail "
+            f"FROM {found} WHERE fired_{i}"
+            for i, rule in enumerate(self.rules())
+        ]
+        return self.output("(" + " UNION ALL ".join(selects) + ")")
 
     def output(self, source: str) -> str:
         """Rows shaped like ``schema.EXCEPTION`` from a source with k, rt, r_*/l_* values and lineage lists."""
@@ -416,51 +502,36 @@ class _Run:
             f"coalesce(l_lins, {empty}) AS ledger_rows, detail FROM {source}"
         )
 
-    def no_key_exceptions(self, r: str, lines: str) -> str:
+    def no_key_exceptions(self, r_rows: str, l_rows: str) -> str:
         """Successful lines/rows with an empty key field: each is its own exception (nothing to match on)."""
         key = self.key
         null = "CAST(NULL AS {})"
+        lins = f"CAST([lin] AS {_LINEAGE_TYPE}[])"
         report = (
             "SELECT 'missing_in_ledger' AS exception_class, 'NO_MATCH_KEY' AS reason_code, k, rt, "
             f"amt AS r_amt, ccy AS r_ccy, status AS r_status, {null.format('BIGINT')} AS l_amt, "
             f"{null.format('VARCHAR')} AS l_ccy, {null.format('VARCHAR')} AS l_status, "
             f"'report ' || {self.money('amt', 'ccy')} || ' has no {key}: it cannot be matched' AS detail, "
-            f"[lin] AS r_lins, NULL AS l_lins FROM {r} WHERE k IS NULL AND ok"
+            f"{lins} AS r_lins, NULL AS l_lins FROM {r_rows} WHERE k IS NULL AND ok"
         )
         ledger = (
             "SELECT 'missing_in_report' AS exception_class, 'NO_MATCH_KEY' AS reason_code, k, rt, "
             f"{null.format('BIGINT')} AS r_amt, {null.format('VARCHAR')} AS r_ccy, "
             f"{null.format('VARCHAR')} AS r_status, amt AS l_amt, ccy AS l_ccy, status AS l_status, "
             f"'ledger ' || {self.money('amt', 'ccy')} || ' has no {key}: it cannot be matched' AS detail, "
-            f"NULL AS r_lins, [lin] AS l_lins FROM {lines} WHERE k IS NULL AND ok"
+            f"NULL AS r_lins, {lins} AS l_lins FROM {l_rows} WHERE k IS NULL AND ok AND in_window"
         )
         return self.output(f"({report} UNION ALL {ledger})")
 
-    def refund_exceptions(self, r: str, rg: str, lg: str, lines: str) -> str:
+    def refund_exceptions(self, over: str, refunds: str, r_rows: str, l_keys: str) -> str:
         """Rule 8: the successful refunds of a payment add up to more than the payment."""
-        payments = f"(SELECT k, amt, ccy, status FROM {rg} WHERE rt = 'PAYMENT' AND n = 1 AND ok AND amt IS NOT NULL)"
-        refunds = self.create(
-            "refunds",
-            f"SELECT f.* FROM {r} AS f ANTI JOIN (SELECT k, rt FROM {rg} WHERE n > 1) AS d "
-            f"ON f.k = d.k AND f.rt = d.rt WHERE f.rt = 'REFUND' AND f.ok AND f.link IS NOT NULL",
-        )
-        over = self.create(
-            "over",
-            f"SELECT p.k, p.amt, p.ccy, p.status, sum(abs(f.amt)) AS total, count(*) AS lines_n "
-            f"FROM {payments} AS p JOIN {refunds} AS f ON f.link = p.k AND f.ccy = p.ccy "
-            "GROUP BY p.k, p.amt, p.ccy, p.status HAVING sum(abs(f.amt)) > abs(p.amt)",
-        )
         members = (
-            f"SELECT o.k, s.lin FROM {over} AS o JOIN {r} AS s ON s.k = o.k AND s.rt = 'PAYMENT' "
+            f"SELECT o.k, s.lin FROM {over} AS o JOIN {r_rows} AS s ON s.k = o.k AND s.rt = 'PAYMENT' "
             f"UNION ALL SELECT o.k, f.lin FROM {over} AS o JOIN {refunds} AS f ON f.link = o.k AND f.ccy = o.ccy"
         )
         r_lins = self.create(
-            "olins", f"SELECT k, list(lin ORDER BY {_LINEAGE_ORDER}) AS lins FROM ({members}) GROUP BY k",
-        )
-        l_lins = self.create(
             "olins",
-            f"SELECT s.k, list(s.lin ORDER BY {_LINEAGE_ORDER.replace('lin.', 's.lin.')}) AS lins "
-            f"FROM {lines} AS s SEMI JOIN {over} AS o ON s.k = o.k WHERE s.rt = 'PAYMENT' GROUP BY s.k",
+            f"SELECT k, CAST(list_sort(list(lin)) AS {_LINEAGE_TYPE}[]) AS lins FROM ({members}) GROUP BY k",
         )
         detail = (
             f"o.lines_n || ' refund line(s) total ' || {self.money('o.total', 'o.ccy')} || ', more than the payment ' "
@@ -469,10 +540,9 @@ class _Run:
         return self.output(
             "(SELECT 'refund_exceeds_payment' AS exception_class, 'REFUNDS_EXCEED_PAYMENT' AS reason_code, "
             "o.k AS k, 'PAYMENT' AS rt, o.amt AS r_amt, o.ccy AS r_ccy, o.status AS r_status, "
-            f"lg.amt AS l_amt, lg.ccy AS l_ccy, lg.status AS l_status, {detail} AS detail, "
-            f"rl.lins AS r_lins, ll.lins AS l_lins FROM {over} AS o "
-            f"LEFT JOIN {lg} AS lg ON lg.k = o.k AND lg.rt = 'PAYMENT' "
-            f"LEFT JOIN {r_lins} AS rl ON rl.k = o.k LEFT JOIN {l_lins} AS ll ON ll.k = o.k)"
+            f"l.amt AS l_amt, l.ccy AS l_ccy, l.status AS l_status, {detail} AS detail, "
+            f"rl.lins AS r_lins, l.lins AS l_lins FROM {over} AS o "
+            f"LEFT JOIN {l_keys} AS l ON l.k = o.k AND l.rt = 'PAYMENT' LEFT JOIN {r_lins} AS rl ON rl.k = o.k)"
         )
 
 

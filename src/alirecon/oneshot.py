@@ -24,7 +24,7 @@ from .config import LedgerConfig, ReconcileConfig
 from .formats.engine import ParsedFile, ParseOptions, _sql_str, new_connection
 from .formats.registry import parse_file
 from .ledger import read_ledger
-from .recon.match import ORDER_BY, reconcile_family
+from .recon.match import ORDER_BY, match_fields, reconcile_family
 
 __all__ = ["OneShotResult", "print_result", "reconcile_files", "write_table"]
 
@@ -75,11 +75,12 @@ def reconcile_files(reports: list[Path], ledger_path: Path, ledger: LedgerConfig
                     keep_extras: bool = True, progress: Progress | None = None,
                     memory_limit: str | None = None, config: ReconcileConfig | None = None) -> OneShotResult:
     result = OneShotResult()
-    options = ParseOptions(keep_extras=keep_extras)
+    config = config or ReconcileConfig()
+    # Nothing here reads more than the match fields: store only those (every column is still validated).
+    options = ParseOptions(keep_extras=keep_extras, fields=None if keep_extras else match_fields(config))
     tmp = tempfile.TemporaryDirectory(prefix="alirecon-spill-")
     con = new_connection(memory_limit=memory_limit)
     con.execute(f"SET temp_directory={_sql_str(tmp.name)}")
-    config = config or ReconcileConfig()
     task = progress.add_task("parsing reports", total=len(reports) + 2) if progress else None
     parsed_files: list[ParsedFile] = []
     try:

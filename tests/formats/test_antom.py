@@ -589,3 +589,22 @@ def test_csv_layout_is_lf_utf8_with_trailer() -> None:
     assert data.endswith(b"\n<END>\n") and b"\r" not in data
     assert "café".encode() in data
     assert antom.write_report(TX, [], trailer=False).count(b"\n") == 1
+
+
+def test_narrowed_fields_still_validate_every_column(tmp_path: Path, con: Any) -> None:
+    """ParseOptions.fields stores less (one-shot reconcile) but every documented column is still checked."""
+    rows = [{"settlementBatchId": "B1", "transactionType": "PAYMENT", "transactionId": "T1",
+             "transactionRequestId": "R1", "transactionAmountValue": 150, "transactionCurrency": "USD",
+             "settlementAmountValue": 147, "settlementCurrency": "USD", "settlementTime": "2023-02-30T10:00:00+08:00"}]
+    options = ParseOptions(keep_extras=False, fields=frozenset({"merchant_ref_id", "amount_minor", "amount_currency"}))
+    path = tmp_path / antom.file_name(SD, currency="USD", batch_id="B1")
+    path.write_bytes(antom.write_report(SD, rows))
+    with antom.SETTLEMENT_DETAIL.parse(path, con, options) as parsed:
+        assert [(p.code, p.line, p.column) for p in parsed.problems] == [("bad_date", 2, "settlementTime")]
+    rows[0]["settlementTime"] = "2023-02-28T10:00:00+08:00"
+    path.write_bytes(antom.write_report(SD, rows))
+    with antom.SETTLEMENT_DETAIL.parse(path, con, options) as parsed:
+        assert parsed.ok
+        [line] = parsed.lines_arrow().to_pylist()
+        assert (line["merchant_ref_id"], line["amount_minor"], line["settlement_minor"], line["settled_at"]) == (
+            "R1", 150, None, None)

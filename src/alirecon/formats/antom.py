@@ -304,6 +304,8 @@ def _sum_fees(parsed: ParsedFile) -> None:
     """
     if parsed.variant != "v2" or parsed.body is None or parsed.con is None:
         return
+    if not {"fee_minor", "fee_currency", "settlement_currency"} <= parsed.body.columns:
+        return  # narrowed to other fields (ParseOptions.fields)
     fees = [(_ident(HIDDEN + a), _ident(HIDDEN + c)) for a, c in FEES_V2]
     effective = ", ".join(f"CASE WHEN {a} IS NOT NULL THEN coalesce({c}, settlement_currency) END" for a, c in fees)
     currencies = f"list_distinct(list_filter([{effective}], lambda x: x IS NOT NULL))"

@@ -107,11 +107,15 @@ class ReportFormat:
         return f"{self.family}.{self.report}"
 
 
-def _layout_for(report: ReportFormat, layout: Layout, options: ParseOptions) -> Layout:
+def _layout_for(report: ReportFormat, layout: Layout, options: ParseOptions, *, body: bool = False) -> Layout:
+    """The layout with the user's corrections. Only the body of a report whose figures are not derived from
+    its lines (no ``declare``) is narrowed to ``options.fields``."""
+    narrow = body and getattr(report, "declare", None) is None
     return layout.with_options(
         amount_unit=options.amount_units.get(report.key()),
         aliases=options.aliases.get(report.key()),
         keep_extras=options.keep_extras,
+        fields=options.fields if narrow else None,
     )
 
 
@@ -209,7 +213,7 @@ class TableReport(ReportFormat):
         parsed.header = header
         variant = self.variant_for(header) or self.variants[0]
         parsed.variant = variant.name
-        layout = _layout_for(self, variant.layout, options)
+        layout = _layout_for(self, variant.layout, options, body=True)
         _header_problems(parsed, layout, header, 1)
         size = os.path.getsize(path)
         trailer = read_trailer(path, SourceFile(path, size=size, ends_with_newline=_ends_with_newline(path, size)),
@@ -242,7 +246,7 @@ class TableReport(ReportFormat):
         parsed.header = header
         variant = self.variant_for(header) or self.variants[0]
         parsed.variant = variant.name
-        layout = _layout_for(self, variant.layout, options)
+        layout = _layout_for(self, variant.layout, options, body=True)
         _header_problems(parsed, layout, header, header_line)
         data = rows[1:]
         if data and (data[-1][1][0] or "").strip() == TRAILER:
@@ -477,7 +481,7 @@ class SectionedReport(ReportFormat):
             return parsed
         hline, header = bulk_header
         parsed.header = header
-        layout = _layout_for(self, bulk.layout, options)
+        layout = _layout_for(self, bulk.layout, options, body=True)
         _header_problems(parsed, layout, header, hline)
         size = os.path.getsize(path)
         trailer = read_trailer(path, SourceFile(path, size=size, ends_with_newline=_ends_with_newline(path, size)),

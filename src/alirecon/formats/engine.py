@@ -132,8 +132,11 @@ class Layout:
         raise KeyError(name)
 
     def with_options(self, *, amount_unit: str | None = None, aliases: Mapping[str, Sequence[str]] | None = None,
-                     keep_extras: bool | None = None) -> Layout:
-        """A copy with configuration applied (unit and header aliases are user-correctable facts)."""
+                     keep_extras: bool | None = None, fields: Collection[str] | None = None) -> Layout:
+        """A copy with configuration applied (unit and header aliases are user-correctable facts).
+
+        ``fields``: keep only these outputs (plus hidden ``col:`` fields other outputs are derived from);
+        every column is still validated, only what is stored shrinks."""
         cols = self.columns
         if aliases:
             cols = tuple(
@@ -141,6 +144,8 @@ class Layout:
             )
         keep = self.keep_extras if keep_extras is None else keep_extras
         outputs = self.outputs if keep else {k: v for k, v in self.outputs.items() if k not in self.lean_drop}
+        if fields is not None:
+            outputs = {k: v for k, v in outputs.items() if k in fields or k.startswith("col:")}
         return Layout(
             name=self.name,
             columns=cols,
@@ -168,6 +173,8 @@ class ParseOptions:
     keep_extras: bool = True
     # "family.report" -> "by_type" | "as_written": refund/fee signs are undocumented (alipayplus.md 6.5 gap 4)
     amount_signs: Mapping[str, str] = field(default_factory=dict)
+    # store only these canonical fields (a one-shot reconcile needs the match fields only); None = all
+    fields: frozenset[str] | None = None
 
 
 @dataclass

@@ -72,7 +72,7 @@ from ..formats.engine import _duck_type, _sql_str, _tmp_name, scalar
 from ..money import all_exponents
 from ..schema import EXCEPTION
 
-__all__ = ["EXCEPTION_CLASSES", "ORDER_BY", "MatchResult", "reconcile", "reconcile_family"]
+__all__ = ["EXCEPTION_CLASSES", "ORDER_BY", "MatchResult", "match_fields", "reconcile", "reconcile_family"]
 
 EXCEPTION_CLASSES = (
     "missing_in_report",
@@ -544,6 +544,16 @@ class _Run:
             f"rl.lins AS r_lins, l.lins AS l_lins FROM {over} AS o "
             f"LEFT JOIN {l_keys} AS l ON l.k = o.k AND l.rt = 'PAYMENT' LEFT JOIN {r_lins} AS rl ON rl.k = o.k)"
         )
+
+
+_MATCH_FIELDS = frozenset({"record_type", "status", "amount_minor", "amount_currency", "settlement_minor",
+                           "settlement_currency", "fee_minor", "fee_currency", "occurred_at"})
+
+
+def match_fields(config: ReconcileConfig) -> frozenset[str]:
+    """The REPORT_LINE fields ``reconcile`` reads under ``config`` (keys and their refund links included)."""
+    keys = set(config.match_key.values()) or {"merchant_ref_id"}
+    return _MATCH_FIELDS | keys | {MATCH_KEYS[k] for k in keys}
 
 
 def reconcile_family(con: duckdb.DuckDBPyConnection, report_lines: str, ledger_lines: str,

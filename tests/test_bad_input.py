@@ -246,3 +246,15 @@ def test_a_bad_file_does_not_stop_the_next(tmp_path: Path, con: Any) -> None:
     good.write_bytes(BASE)
     parsed = REPORT.parse(good, con)
     assert parsed.ok and parsed.row_count == 3
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    # a blank line between records: DuckDB skips it, the reported line must not shift
+    (with_cell(5, "transactionAmountValue", b"1e2", b"\n".join([*LINES[:2], b"", *LINES[2:]])), 5),
+    # blank lines after <END> (and CRLF) change nothing
+    (with_cell(4, "transactionAmountValue", b"1e2") + b"\n\n", 4),
+    (with_cell(4, "transactionAmountValue", b"1e2").replace(b"\n", b"\r\n"), 4),
+])
+def test_line_numbers_survive_blank_lines_and_crlf(tmp_path: Path, con: Any, data: bytes, line: int) -> None:
+    parsed = parse(tmp_path, con, data)
+    assert found(parsed) == [(errors.BadNumber, line, "transactionAmountValue", col("transactionAmountValue"))]

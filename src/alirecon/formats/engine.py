@@ -561,29 +561,26 @@ class SourceFile:
     path: Path
     sha256: str = ""
     size: int = 0
-    has_quote: bool = False
-    has_blank_line: bool = False
+    newlines: int = 0  # LF bytes: compared with the records DuckDB read to prove line numbers need no map
     ends_with_newline: bool = True
+
+    @property
+    def lines(self) -> int:
+        """Physical lines (a last line without its newline counts)."""
+        return self.newlines + (0 if self.ends_with_newline else 1)
 
     @classmethod
     def scan(cls, path: Path) -> SourceFile:
         h = hashlib.sha256()
-        size = 0
-        quote = blank = False
+        size = newlines = 0
         last = b""
-        prev_tail = b""
         with open(path, "rb") as f:
             while chunk := f.read(4 * _MB):
                 h.update(chunk)
                 size += len(chunk)
-                if not quote and b'"' in chunk:
-                    quote = True
-                if not blank:
-                    joined = prev_tail + chunk
-                    blank = b"\n\n" in joined or b"\n\r\n" in joined
-                prev_tail = chunk[-2:]
+                newlines += chunk.count(b"\n")
                 last = chunk[-1:]
-        return cls(Path(path), h.hexdigest(), size, quote, blank, last in (b"\n", b""))
+        return cls(Path(path), h.hexdigest(), size, newlines, last in (b"\n", b""))
 
 
 class _Scan(threading.Thread):
@@ -682,6 +679,36 @@ def read_trailer(path: Path, facts: SourceFile, *, name: str, required: bool, la
                                      line=last_line_no, expected="<END>",
                                      found=last[:40].decode("utf-8", "replace"))
     return Trailer(False, None, [prob])
+
+
+def lines_at(path: Path, offsets: Iterable[int]) -> dict[int, int]:
+    """The 1-based line of each byte offset (a line start), in one pass over the file."""
+    wanted = sorted(set(offsets))
+    out: dict[int, int] = {}
+    if not wanted:
+        return out
+    newlines = pos = 0
+    i = 0
+    with open(path, "rb") as f:
+        while i < len(wanted) and (chunk := f.read(4 * _MB)):
+            end = pos + len(chunk)
+            while i < len(wanted) and wanted[i] <= end:
+                out[wanted[i]] = newlines + chunk.count(b"\n", 0, wanted[i] - pos) + 1
+                i += 1
+            newlines += chunk.count(b"\n")
+            pos = end
+    for off in wanted[i:]:
+        out[off] = newlines + 1
+    return out
+
+
+def _trailing_blank_lines(path: Path, size: int) -> int:
+    """Empty lines after the last non-empty one (DuckDB skips them; they are not records)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 4096))
+        tail = f.read()
+    stripped = tail.rstrip(b"\r\n")
+    return tail[len(stripped):].count(b"\n") - 1 if stripped and tail.endswith(b"\n") else 0
 
 
 def count_lines(path: Path, upto: int | None = None) -> int:
@@ -785,9 +812,11 @@ def read_csv_body(
         f"any_value(error_message) FROM {rej} GROUP BY line_byte_position ORDER BY line_byte_position"
     ).fetchall()
     con.execute(f"DROP TABLE IF EXISTS {rej}; DROP TABLE IF EXISTS {rejscan}")
+    starts_of = {int(r[0]): _line_start(path, int(r[0])) for r in rejects}
+    line_of = lines_at(path, starts_of.values())
     for duck_pos, col_idx, etype, csv_line, message in rejects:
-        pos = _line_start(path, int(duck_pos))
-        line_no = count_lines(path, pos) + 1
+        pos = starts_of[int(duck_pos)]
+        line_no = line_of[pos]
         if trailer_offset is not None and pos == trailer_offset:
             continue
         reject_lines.add(line_no)
@@ -795,12 +824,15 @@ def read_csv_body(
                                         message or "", ncols, options, header))
     rows = scalar(con, f"SELECT count(*) FROM {table}")
     first_line = header_lines + 1
-    if not facts.has_quote and not facts.has_blank_line and not reject_lines:
+    # One record per line, nothing skipped: the file's line count says so exactly (a quoted newline or a
+    # blank line DuckDB skipped would add lines), and then line = first line + record index.
+    expected = header_lines + rows + (trailer_offset is not None) + _trailing_blank_lines(path, facts.size)
+    if facts.lines == expected and not reject_lines:
         line_sql = f"(rowid + {first_line})"
     else:
         starts = [s for s in record_start_lines(path, header_lines, delimiter) if s not in reject_lines]
         if trailer_offset is not None:
-            trailer_line = count_lines(path, trailer_offset) + 1
+            trailer_line = lines_at(path, [trailer_offset])[trailer_offset]
             starts = [s for s in starts if s != trailer_line]
         starts = starts[:rows] + [0] * max(0, rows - len(starts))
         linemap = _tmp_name("lines")

@@ -404,8 +404,11 @@ def _layout(report: str, generation: str) -> Layout:
     side_only = tuple(n for n in names if HIDDEN + n in outputs and n not in canonical)
     # "null" is an empty cell for Antom's own scripts (antom.md 4). Unit: major by default (antom.md 9),
     # switchable per report with ParseOptions.amount_units["antom.<report>"] = "minor".
-    # Texts kept only so provider_rows can rewrite the file exactly: not needed by checks or matching.
-    texts = tuple(out for out, tpl in outputs.items() if out.startswith(HIDDEN) and tpl.endswith(":raw}"))
+    # Lean mode (one-shot reconcile) leaves out what only provider_rows needs to rewrite the file exactly:
+    # the texts as written, and in v1 details every hidden field (v2 keeps its fee amounts: they make
+    # fee_minor; a summary keeps its figures: declare_summary reads them).
+    texts = tuple(out for out, tpl in outputs.items() if out.startswith(HIDDEN)
+                  and (tpl.endswith(":raw}") or (generation == "v1" and report != SS)))
     return Layout(f"{FAMILY}.{report}.{generation}", tuple(columns), outputs, amount_unit="major",
                   null_tokens=("null",), extras_keep=side_only, lean_drop=texts)
 

@@ -84,6 +84,7 @@ class ParsedLedger:
     table: str | None = None
     line_sql: str = "__line"  # SQL giving ``ledger_row`` for each row of ``table``
     columns: frozenset[str] = frozenset()  # LedgerLine fields present in ``table``
+    constants: dict[str, str] = field(default_factory=dict)  # fields fixed by the configuration (SQL)
     _owned: list[str] = field(default_factory=list)
     _parsed: ParsedFile | None = None
 
@@ -99,7 +100,7 @@ class ParsedLedger:
         """A SELECT giving the rows with exactly the ``schema.LEDGER_LINE`` columns."""
         if self.table is None:
             return _empty_select(LEDGER_LINE)
-        constants = {"source_sha256": _sql_str(self.sha256), "source_name": _sql_str(self.name),
+        constants = {**self.constants, "source_sha256": _sql_str(self.sha256), "source_name": _sql_str(self.name),
                      "ledger_row": self.line_sql}
         return schema_select(LEDGER_LINE, self.table, self.columns, constants)
 
@@ -169,12 +170,8 @@ def ledger_layout(config: LedgerConfig) -> Layout:
     outputs: dict[str, str] = {}
     if "family" in m:
         outputs["family"] = f"coalesce(lower({ref('family')}), {_sql_or_null(config.family)})"
-    elif config.family is not None:
-        outputs["family"] = _sql_str(config.family.lower())
     if "account_id" in m:
         outputs["account_id"] = f"coalesce({ref('account_id')}, {_sql_or_null(config.account_id)})"
-    elif config.account_id is not None:
-        outputs["account_id"] = _sql_str(config.account_id)
     record_type = _mapping_sql(ref("record_type"), config.record_types) if "record_type" in m else None
     for fld in ("provider_txn_id", "merchant_ref_id", "order_id", "original_provider_txn_id",
                 "original_merchant_ref_id"):
@@ -218,6 +215,16 @@ def ledger_layout(config: LedgerConfig) -> Layout:
     )
 
 
+def ledger_constants(config: LedgerConfig) -> dict[str, str]:
+    """LedgerLine fields the configuration fixes for every row (SQL literals): not stored per row."""
+    out: dict[str, str] = {}
+    if "family" not in config.columns and config.family is not None:
+        out["family"] = _sql_str(config.family.lower())
+    if "account_id" not in config.columns and config.account_id is not None:
+        out["account_id"] = _sql_str(config.account_id)
+    return out
+
+
 def _sql_or_null(value: str | None) -> str:
     return "CAST(NULL AS VARCHAR)" if value is None else _sql_str(value)
 
@@ -246,6 +253,7 @@ def read_ledger(path: Path, config: LedgerConfig, con: duckdb.DuckDBPyConnection
         ledger.problems.append(errors.UnknownFormat(
             f"a ledger must be .csv, .xlsx or .parquet, not {suffix or 'no extension'!r}", file=name,
             expected="csv, xlsx or parquet", found=suffix))
+    ledger.constants = ledger_constants(config)
     if ledger.table is not None:
         ledger.problems.extend(_negative_reverse_problems(ledger, layout, config, options))
     ledger.problems = sort_problems(ledger.problems, options.max_problems)

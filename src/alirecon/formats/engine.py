@@ -438,7 +438,7 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
             converted[col.name] = f"TRY_CAST({v} AS DECIMAL(38,18))"
         elif col.kind is Kind.TIMESTAMP:
             pattern = f"{TIMESTAMP_RE}|{DATE_RE}" if col.date_ok else TIMESTAMP_RE
-            ts = f"(CASE WHEN length({v}) = 10 THEN {v} || ' 00:00:00' ELSE {v} END)" if col.date_ok else v
+            ts = f"(CASE WHEN strlen({v}) = 10 THEN {v} || ' 00:00:00' ELSE {v} END)" if col.date_ok else v
             rule("bad_date", f"NOT regexp_full_match({v}, {_sql_str(pattern)})",
                  "an ISO 8601 timestamp like 2018-12-25T10:00:00+08:00")
             rule("bad_date", f"ar_ts({ts}, {default_off_text}) IS NULL", "a timestamp that exists")

@@ -24,10 +24,9 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from _child import run_child  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parent
 DATA_VERSION = 1  # bump when GENERATE changes, so cached databases are rebuilt
@@ -166,19 +165,6 @@ total, without_lineage = rows.fetchall()[0]
 print(json.dumps({"seconds": seconds, "counts": res.counts, "out_of_window": res.out_of_window,
                   "exceptions": total, "without_lineage": without_lineage}))
 """
-
-
-def run_child(code: str, *args: str) -> tuple[dict, float, float]:
-    """Run ``code`` in a fresh interpreter; return its JSON output, wall seconds and peak RSS (GiB)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if status != 0:
-        raise SystemExit(f"child failed ({status}):\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), wall, usage.ru_maxrss / 1024 / 1024
 
 
 def expected_counts(fates: dict[str, int]) -> dict[str, int]:

@@ -20,10 +20,9 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from _child import run_child  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parent
 
@@ -119,19 +118,6 @@ print(json.dumps({"seconds": res.seconds, "counts": res.counts.get("antom", {}),
                   "files_ok": [f["ok"] for f in res.files],
                   "ledger_ok": res.ledger.get("ok"), "exceptions": res.exception_count}))
 """
-
-
-def run_child(code: str, *args: str) -> tuple[dict, float, float]:
-    """Run ``code`` in a fresh interpreter; return its JSON output, wall seconds and peak RSS (GiB)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if status != 0:
-        raise SystemExit(f"child failed ({status}):\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), wall, usage.ru_maxrss / 1024 / 1024
 
 
 def bench(n: int, workdir: Path, mem: str) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-__all__ = ["AlireconError", "ConfigError", "FormatError", "problem_class"]
+__all__ = ["AlireconError", "ConfigError", "FormatError", "WithProblems", "problem_class"]
 
 
 class AlireconError(Exception):
@@ -87,6 +87,20 @@ class FormatError(AlireconError):
 
     def sort_key(self) -> tuple[str, int, int, str]:
         return (self.file, self.line or 0, self.column_index or 0, self.code)
+
+
+class WithProblems:
+    """A parse result that carries its problems: ``ok`` when none of them is an error."""
+
+    problems: list[FormatError]
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    @property
+    def errors(self) -> list[FormatError]:
+        return [p for p in self.problems if p.severity == "error"]
 
 
 def problem_class(code: str) -> type[FormatError]:

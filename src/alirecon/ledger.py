@@ -69,7 +69,7 @@ _NEGATIVE_REVERSE = {"amount": "__negative_reverse_amount", "settlement": "__neg
 
 
 @dataclass
-class ParsedLedger:
+class ParsedLedger(errors.WithProblems):
     """One parsed ledger file: its problems and its rows (a DuckDB table) as ``schema.LEDGER_LINE``."""
 
     path: Path
@@ -87,14 +87,6 @@ class ParsedLedger:
     constants: dict[str, str] = field(default_factory=dict)  # fields fixed by the configuration (SQL)
     _owned: list[str] = field(default_factory=list)
     _parsed: ParsedFile | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not any(p.severity == "error" for p in self.problems)
-
-    @property
-    def errors(self) -> list[errors.FormatError]:
-        return [p for p in self.problems if p.severity == "error"]
 
     def lines_sql(self) -> str:
         """A SELECT giving the rows with exactly the ``schema.LEDGER_LINE`` columns."""

@@ -1034,7 +1034,7 @@ def _xlsx_text(value: Any) -> str | None:
 
 
 @dataclass
-class ParsedFile:
+class ParsedFile(errors.WithProblems):
     """One parsed file: metadata, problems, declared figures and its canonical lines (in DuckDB)."""
 
     path: Path
@@ -1053,14 +1053,6 @@ class ParsedFile:
     con: duckdb.DuckDBPyConnection | None = None
     body: BodyResult | None = None
     _tables: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not any(p.severity == "error" for p in self.problems)
-
-    @property
-    def errors(self) -> list[errors.FormatError]:
-        return [p for p in self.problems if p.severity == "error"]
 
     def lines_sql(self) -> str:
         """A SELECT giving this file's lines with exactly the ``schema.REPORT_LINE`` columns."""

@@ -95,6 +95,7 @@ class World:
     spec: WorldSpec
     root: Path
     files: list[str] = field(default_factory=list)  # provider files, relative to root/provider
+    publish: dict[str, datetime] = field(default_factory=dict)  # file -> when the provider publishes it (UTC)
     ledgers: list[dict[str, Any]] = field(default_factory=list)  # ledger configs (with paths relative to root)
     truth: Truth = field(default_factory=Truth)
 
@@ -319,7 +320,7 @@ def render_antom(world: World, view: AccountView, rng: random.Random, inject: bo
                 if t.request_id in view.dup_in_report:
                     rows.append(_antom_tx_row(t, variant, status))
         rel = f"{base}/{day:%Y%m%d}/{antom.file_name('transaction_detail', date=day, ext=fmt)}"
-        world_write(world, rel, write("transaction_detail", rows))
+        world_write(world, rel, write("transaction_detail", rows), published(day + timedelta(days=1)))
         tx_paths.append(rel)
     # Settlement: per settlement currency, T+2 business days.
     batches: dict[tuple[date, str], list[Txn]] = defaultdict(list)
@@ -365,19 +366,19 @@ def render_antom(world: World, view: AccountView, rng: random.Random, inject: bo
             truth.injections.append(f"antom: settlement details of {batch} named {name_batch}")
         folder = f"{base}/{sdate:%Y%m%d}"
         sd_name = antom.file_name("settlement_detail", currency=ccy, batch_id=name_batch, ext=fmt)
-        world_write(world, f"{folder}/{sd_name}", write("settlement_detail", rows))
+        world_write(world, f"{folder}/{sd_name}", write("settlement_detail", rows), published(sdate))
         ss_name = antom.file_name("settlement_summary", currency=ccy, batch_id=batch, ext=fmt)
-        world_write(world, f"{folder}/{ss_name}", write("settlement_summary", summary))
+        world_write(world, f"{folder}/{ss_name}", write("settlement_summary", summary), published(sdate))
     if inject and fmt == "csv":
         # The same bytes delivered twice, and a truncated re-publication of a day file.
         src = tx_paths[1]
         data = (world.provider / src).read_bytes()
         dup = f"{base}/redelivered/{Path(src).name}"
-        world_write(world, dup, data)
+        world_write(world, dup, data, world.publish[src] + timedelta(days=1))
         truth.duplicate_deliveries.append(dup)
         cut = data[: data.rfind(b"\n", 0, len(data) - 10) + 25]
         bad = f"{base}/partial/{Path(tx_paths[2]).name}"
-        world_write(world, bad, cut)
+        world_write(world, bad, cut, world.publish[tx_paths[2]] + timedelta(minutes=30))
         truth.quarantined.append({"path": bad, "code": "truncated_file"})
         truth.injections.append(f"antom: {dup} delivered twice; {bad} truncated")
 
@@ -386,11 +387,17 @@ def world_dt(day: date, hour: int) -> datetime:
     return datetime.combine(day, time(hour), UTC8)
 
 
-def world_write(world: World, rel: str, data: bytes) -> None:
+def published(day: date) -> datetime:
+    """When a report of ``day`` appears on the provider's SFTP: 08:00 UTC+8 (seed 000; Antom [inferred])."""
+    return world_dt(day, 8).astimezone(UTC)
+
+
+def world_write(world: World, rel: str, data: bytes, publish_at: datetime) -> None:
     path = world.provider / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     world.files.append(rel)
+    world.publish[rel] = publish_at
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,10 +540,11 @@ def render_alipayplus(world: World, view: AccountView, inject: bool) -> None:
             truth.fail("AP-I8", "NAME_CURRENCY_MISMATCH", fname)
             truth.injections.append(f"alipayplus: {fname} carries {ccy} content")
 
-        def put(report: str, data: bytes, currency: str = ccy, batch: str = c.batch, where: str = folder) -> None:
+        def put(report: str, data: bytes, currency: str = ccy, batch: str = c.batch, where: str = folder,
+                day: date = gen) -> None:
             name = alipayplus.file_name(report, participant_id=pid, currency=currency, batch_id=batch,
                                         agreement_id=agr)
-            world_write(world, f"{where}/{name}", data)
+            world_write(world, f"{where}/{name}", data, published(day))
 
         put("transaction_detail", alipayplus.write_report("transaction_detail", rows=c.tdr_rows,
                                                           summary=tdr_summary), currency=name_ccy)
@@ -588,7 +596,7 @@ def render_alipayplus(world: World, view: AccountView, inject: bool) -> None:
         name = alipayplus.file_name("settlement", participant_id=pid, currency=ccy, batch_id=sbatch,
                                     agreement_id=agr)
         world_write(world, f"v1/settlements/settlement/{pid}/{s:%Y%m%d}/{name}",
-                    alipayplus.write_report("settlement", rows=details, summary=summary))
+                    alipayplus.write_report("settlement", rows=details, summary=summary), published(s))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -715,6 +723,8 @@ def build_world(root: Path, spec: WorldSpec | None = None) -> World:
     truth = world.truth
     truth.exceptions.sort(key=lambda e: (e["family"], e["report"], e["exception_class"], e["match_key"]))
     truth.check_failures.sort(key=lambda c: (c["check_id"], c["reason_code"], c["scope"] or ""))
+    (root / "publish.json").write_text(json.dumps(
+        {rel: at.isoformat() for rel, at in sorted(world.publish.items())}, indent=1) + "\n", encoding="utf-8")
     (root / "truth.json").write_text(json.dumps({
         "seed": spec.seed, "start": spec.start.isoformat(), "days": spec.days,
         "accounts": [{"family": a.family, "account_id": a.account_id, "role": a.role,

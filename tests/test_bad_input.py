@@ -258,3 +258,20 @@ def test_a_bad_file_does_not_stop_the_next(tmp_path: Path, con: Any) -> None:
 def test_line_numbers_survive_blank_lines_and_crlf(tmp_path: Path, con: Any, data: bytes, line: int) -> None:
     parsed = parse(tmp_path, con, data)
     assert found(parsed) == [(errors.BadNumber, line, "transactionAmountValue", col("transactionAmountValue"))]
+
+
+def test_one_surplus_empty_trailing_cell_is_tolerated(tmp_path: Path, con: Any) -> None:
+    """antom.md 4: a documented sample ends one record with an extra empty cell. DuckDB's reader accepts it
+    (no warning is raised for it); the record keeps its values and its line."""
+    data = with_line(3, LINES[2] + b",")
+    path = tmp_path / f"{NAME}.csv"
+    path.write_bytes(data)
+    with REPORT.parse(path, con) as parsed:
+        assert parsed.ok and parsed.problems == [] and parsed.row_count == 3
+        lines = parsed.lines_arrow().to_pylist()
+        assert [line["line_no"] for line in lines] == [2, 3, 4]
+        assert [line["merchant_ref_id"] for line in lines] == ["R0", "R1", "R2"]
+        assert lines[1]["fee_currency"] == "USD"  # the last documented cell before the surplus one
+    # a surplus cell that holds a value remains an error (empty ones carry nothing and are read past)
+    parsed = parse(tmp_path, con, with_line(3, LINES[2] + b",,x"))
+    assert found(parsed) == [(errors.WrongColumnCount, 3, None, len(HEADER) + 1)]

@@ -389,6 +389,73 @@ def demo(
     raise typer.Exit(EXIT_OK if result.diff.exact else EXIT_DISCREPANCY)
 
 
+# --- alirecon sandbox: the offline provider -------------------------------------------------------
+
+sandbox_app = typer.Typer(no_args_is_help=True, help="The offline provider: a synthetic world on real servers.")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("serve")
+@guarded
+def sandbox_serve(
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic world.")] = 42,
+    days: Annotated[int, typer.Option(help="Days of payments.", min=1)] = 7,
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="World folder: served if it holds publish.json, else built there (default: temporary).")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,
+    start: Annotated[str | None, typer.Option(
+        help="Simulated start, ISO 8601 with offset (default: 09:00 UTC+8 after the last cycle).")] = None,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second (0 freezes time).", min=0)] = 1.0,
+    user: Annotated[str, typer.Option(help="SFTP user name.")] = "alirecon",
+    authorized_key: Annotated[list[Path] | None, typer.Option(
+        help="Public key file(s) (.pub or authorized_keys) also accepted for the user.")] = None,
+    host_key: Annotated[Path | None, typer.Option(
+        help="Host private key file, created when missing (keeps known_hosts valid across runs).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve a synthetic provider world over SFTP on loopback, on simulated time, until Ctrl-C."""
+    import secrets
+    import signal
+    import time
+    from contextlib import ExitStack, suppress
+    from datetime import datetime
+
+    from .sandbox import sftp_server as sftp
+    from .sandbox.clock import SimClock
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    with ExitStack() as stack:
+        root = directory or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alirecon-sandbox-")))
+        sftp.ensure_world(root, seed=seed, days=days)
+        clock = SimClock(datetime.fromisoformat(start) if start else sftp.default_start(root), speed=speed)
+        password = secrets.token_urlsafe(18)
+        keys = [line for p in authorized_key or [] for line in p.read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+        server = sftp.SandboxServer(sftp.ProviderTree.from_world_dir(root), clock, users={user: password},
+                                    authorized_keys={user: keys} if keys else None,
+                                    host_key=sftp.load_host_key(host_key) if host_key else None)
+        stack.enter_context(sftp.ServerThread(server, port=port))
+        details = sftp.connection_details(server, user, password) | {"world": str(root.resolve())}
+        if as_json:
+            sys.stdout.write(json.dumps(details) + "\n")
+        else:
+            for key in ("host", "port", "user", "password", "fingerprint", "simulated_now", "speed", "world"):
+                console.print(f"{key:>14}: {details[key]}", highlight=False)
+            console.print(f"    known_hosts: {details['known_hosts']}", highlight=False, soft_wrap=True)
+            console.print(f"sftp -P {server.port} -o UserKnownHostsFile=<file with the line above> "
+                          f"{user}@{server.host}   (Ctrl-C stops)", highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+        previous = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM (supervisors, tests) stops cleanly too
+        try:
+            with suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main() -> None:
     app()
 

@@ -79,14 +79,25 @@ class Archive:
 
         return self._publish(sha, write)
 
-    def put_file(self, path: Path) -> PutResult:
+    def put_file(self, path: Path, *, move: bool = False) -> PutResult:
         """Store a file of any size, streaming in chunks.
 
         The file is hashed once to find its destination (an object already stored costs no write),
         then copied while hashed again; a file that changes between the two reads is refused rather
         than stored under a name that does not match its bytes.
+
+        ``move``: ``path`` is the caller's own finished, fsynced file that nobody writes any more (a
+        download's part file under ``<root>/tmp``). It is hashed once and published by hard-linking it
+        into place (no copy, no second write of its bytes), then removed from ``path``; where it cannot
+        be linked (another filesystem) it is copied as above and removed.
         """
         path = Path(path)
+        if move:
+            result = self._link_in(path)
+            if result is None:
+                result = self.put_file(path)
+            path.unlink(missing_ok=True)
+            return result
         with open(path, "rb") as src:
             sha, size = _hash_stream(src)
             if self.exists(sha):
@@ -103,6 +114,25 @@ class Archive:
                 return h.hexdigest(), n
 
             return self._publish(sha, copy, source=str(path))
+
+    def _link_in(self, path: Path) -> PutResult | None:
+        """Publish ``path`` itself under its sha256 (``put_file(move=True)``); None when it cannot be linked."""
+        with open(path, "rb") as src:
+            sha, size = _hash_stream(src)
+        dest = self.path_of(sha)
+        if self.exists(sha):
+            return PutResult(sha, size, False)
+        _makedirs_durable(dest.parent, stop=self.root)
+        os.chmod(path, 0o444)
+        try:
+            os.link(path, dest)  # atomic and refuses to overwrite, as in _publish
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError:
+            return None
+        _fsync_dir(dest.parent)
+        return PutResult(sha, size, created)
 
     def __iter__(self) -> Iterator[str]:
         """Every stored sha256, sorted."""

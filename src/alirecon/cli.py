@@ -456,6 +456,231 @@ def sandbox_serve(
             signal.signal(signal.SIGTERM, previous)
 
 
+# --- alirecon fetch / daily: getting the provider's files -----------------------------------------
+
+
+def _fetch_logging() -> None:
+    """Fetch warnings (a host key recorded on first contact) go to stderr, loudly, whatever --json says."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("alirecon")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False, level=logging.WARNING))
+
+
+def _when(text: str | None, option: str) -> Any:
+    from datetime import date, datetime
+
+    if text is None:
+        return None
+    try:
+        if option == "--now":
+            value = datetime.fromisoformat(text)
+            if value.tzinfo is None:
+                raise ValueError("no UTC offset")
+            return value
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise errors.ConfigError(f"{option} {text!r}: {exc}") from None
+
+
+@contextmanager
+def _fetch_progress(enabled: bool) -> Iterator[Any]:
+    """Byte progress bars: one per account (all its new bytes) and one per file in flight (stderr)."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from .fetch import FetchProgress, FileFetch
+
+    bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeElapsedColumn(), console=err_console, transient=True,
+                    disable=not enabled)
+
+    class Bars(FetchProgress):
+        def __init__(self) -> None:
+            self.overall: Any = None
+            self.files: dict[str, tuple[Any, int]] = {}
+
+        def listed(self, account: str, files: int, to_fetch: int, total_bytes: int) -> None:
+            self.overall = bars.add_task(f"{account}: {to_fetch} of {files} files", total=total_bytes or None)
+
+        def transfer(self, path: str, done: int, total: int) -> None:
+            task, before = self.files.get(path, (None, 0))
+            if task is None:
+                task = bars.add_task(f"  {path.rsplit('/', 1)[-1][:60]}", total=total)
+            bars.update(task, completed=done, total=total)
+            self.files[path] = (task, done)
+            if self.overall is not None:
+                bars.advance(self.overall, done - before)
+
+        def finished(self, outcome: FileFetch) -> None:
+            task, _ = self.files.pop(outcome.path, (None, 0))
+            if task is not None:
+                bars.remove_task(task)
+
+    with bars:
+        yield Bars()
+
+
+def _print_fetch(summaries: Sequence[Any]) -> None:
+    table = Table(title="Fetched")
+    for col in ("account", "listed", "new", "downloaded", "skipped", "failed", "bytes", "seconds", "ingested"):
+        table.add_column(col)
+    for s in summaries:
+        ingested = ", ".join(f"{n} {k}" for k, n in s.ingest.to_dict()["counts"].items() if n) if s.ingest else ""
+        table.add_row(s.account or "(folder)", "[red]error[/red]" if s.error else str(s.listed), str(s.new),
+                      str(s.downloaded), str(s.skipped),
+                      f"[red]{s.failed}[/red]" if s.failed else "0", f"{s.bytes:,}", f"{s.seconds:.1f}",
+                      ingested or "-")
+    console.print(table)
+    for s in summaries:
+        if s.error:
+            err_console.print(f"[red]{s.account}: {s.error}[/red]", soft_wrap=True)
+        for f in s.files:
+            if f.status in ("failed", "incomplete", "refused"):
+                console.print(f"  [red]{f.status}[/red] {f.path}: {f.error}", highlight=False, soft_wrap=True)
+        for o in (s.ingest.files if s.ingest else ()):
+            if o.status in ("quarantined", "failed"):
+                console.print(f"  [red]{o.status}[/red] {o.name}: {o.problems[0] if o.problems else ''}",
+                              highlight=False, soft_wrap=True)
+
+
+@app.command()
+@guarded
+def fetch(
+    workspace: WorkspaceOpt = Path("."),
+    account: Annotated[list[str] | None, typer.Option(help="Only this account (repeatable); default: all with sftp.")]
+    = None,
+    since: Annotated[str | None, typer.Option(help="First directory date, YYYY-MM-DD (default: until - window_days).")]
+    = None,
+    until: Annotated[str | None, typer.Option(help="Last directory date, YYYY-MM-DD (default: today, UTC+8).")] = None,
+    accept_new_host_key: Annotated[bool, typer.Option(
+        "--accept-new-host-key", help="First contact only: record an unknown host key (a changed key is refused).")]
+    = False,
+    folder: Annotated[Path | None, typer.Option(
+        help="Import this folder of hand-downloaded files instead of fetching over SFTP.")] = None,
+    now: Annotated[str | None, typer.Option(
+        help="Pretend it is this time (ISO 8601 with offset), e.g. the sandbox server's simulated now.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download new report files over SFTP (or import a folder), archive them, record them and ingest them."""
+    from .fetch import FetchSummary, fetch_account, workspace_lock
+    from .sources.folder import import_folder
+
+    _fetch_logging()
+    first, last, at = _when(since, "--since"), _when(until, "--until"), _when(now, "--now")
+    summaries: list[FetchSummary] = []
+    with workspace_lock(workspace), Workspace.open(workspace) as ws, _fetch_progress(not as_json) as bars:
+        if folder is not None:
+            if account and len(account) > 1:
+                raise errors.ConfigError("--folder takes at most one --account")
+            summaries.append(import_folder(ws, folder, account=account[0] if account else None, now=at,
+                                           progress=bars))
+        else:
+            chosen = [a for a in ws.config.accounts if a.sftp is not None and (not account or a.name in account)]
+            missing = sorted(set(account or ()) - {a.name for a in chosen})
+            if missing or not chosen:
+                raise errors.ConfigError(f"no account with [accounts.sftp] settings named {', '.join(missing)}"
+                                         if missing else "no account has [accounts.sftp] settings")
+            for acc in chosen:
+                try:
+                    summaries.append(fetch_account(ws, acc, since=first, until=last, now=at, progress=bars,
+                                                   accept_new_host_key=accept_new_host_key or None))
+                except errors.AlireconError as exc:  # this account's problem; the others still run
+                    summaries.append(FetchSummary(acc.name, "sftp", error=f"{type(exc).__name__}: {exc}"))
+    if as_json:
+        _emit({"ok": all(s.ok for s in summaries), "accounts": [s.to_dict() for s in summaries]})
+    else:
+        _print_fetch(summaries)
+    raise typer.Exit(EXIT_ERROR if any(s.error for s in summaries) else
+                     EXIT_OK if all(s.ok for s in summaries) else EXIT_DISCREPANCY)
+
+
+@app.command()
+@guarded
+def daily(
+    workspace: WorkspaceOpt = Path("."),
+    now: Annotated[str | None, typer.Option(help="Pretend it is this time (ISO 8601 with offset).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch + ingest + check + reconcile for every account; safe from cron every hour (one run at a time)."""
+    from .fetch import run_daily
+
+    _fetch_logging()
+    with _fetch_progress(not as_json) as bars:
+        result = run_daily(workspace, _when(now, "--now"), progress=bars)
+    if as_json:
+        _emit(result.to_dict())
+    elif result.busy:
+        console.print("another alirecon fetch or daily is running on this workspace: nothing to do")
+    else:
+        _print_fetch(result.fetches)
+        console.print(f"run {result.run_id} ({'new' if result.new_run else 'nothing changed: latest results'}): "
+                      f"{result.check_failures} failed checks, {result.exceptions} exceptions")
+    errors_seen = any(f.error for f in result.fetches)
+    raise typer.Exit(EXIT_OK if result.busy else EXIT_ERROR if errors_seen else
+                     EXIT_OK if result.ok else EXIT_DISCREPANCY)
+
+
+# --- alirecon status: what should have arrived, and what did ---------------------------------------
+
+
+def _print_status(report: Any) -> None:
+    """One line per account and date (the cycle, or the settlement date of a settlement report)."""
+    from .clock import UTC8
+
+    table = Table(title=f"Reports of cycles {report.since} .. {report.until}, at "
+                        f"{report.now.astimezone(UTC8):%Y-%m-%d %H:%M} UTC+8")
+    for col in ("account", "date", "expected", "arrived", "not yet due", "late", "at risk"):
+        table.add_column(col)
+    days: dict[tuple[str, Any], list[Any]] = {}
+    for row in report.rows:
+        days.setdefault((row.expected.account, row.expected.day), []).append(row)
+
+    def names(rows: list[Any], *states: str) -> str:
+        return ", ".join(f"{r.expected.report} {r.expected.currency or ''}".strip() for r in rows if r.state in states)
+
+    for (account, day), rows in days.items():
+        arrived = sum(r.state == "arrived" for r in rows)
+        table.add_row(account, day.isoformat(), str(len(rows)),
+                      f"[green]{arrived}[/green]" if arrived == len(rows) else str(arrived),
+                      names(rows, "pending", "due"), f"[red]{names(rows, 'late')}[/red]",
+                      f"[bold red]{names(rows, 'at_risk')}[/bold red]")
+    console.print(table)
+    console.print(", ".join(f"{n} {state.replace('_', ' ')}" for state, n in report.counts().items()))
+    for s in report.unscheduled:
+        console.print(f"  [yellow]unscheduled[/yellow] {s.account} {s.report} {s.day} {s.currency or ''}: {s.path}",
+                      highlight=False, soft_wrap=True)
+
+
+@app.command()
+@guarded
+def status(
+    workspace: WorkspaceOpt = Path("."),
+    account: Annotated[list[str] | None, typer.Option(help="Only this account, by name or id (repeatable).")] = None,
+    since: Annotated[str | None, typer.Option(help="First cycle day, YYYY-MM-DD (default: until - retention).")]
+    = None,
+    until: Annotated[str | None, typer.Option(help="Last cycle day, YYYY-MM-DD (default: yesterday, UTC+8).")] = None,
+    now: Annotated[str | None, typer.Option(help="Pretend it is this time (ISO 8601 with offset).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per account and day: which reports are expected, arrived, late, or at risk of deletion on the server.
+
+    A settlement report is shown when it settles one of the chosen cycle days. Exit 1 when anything is late
+    or at risk."""
+    from .status import workspace_status
+
+    with Workspace.open(workspace) as ws:
+        report = workspace_status(ws, now=_when(now, "--now"), since=_when(since, "--since"),
+                                  until=_when(until, "--until"), accounts=account)
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        _print_status(report)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_DISCREPANCY)
+
+
 def main() -> None:
     app()
 

@@ -7,16 +7,21 @@ file (later sources read them from files or the environment).
 
 from __future__ import annotations
 
+import re
+import string
 import tomllib
+from datetime import date, time
 from pathlib import Path
 from typing import Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .errors import ConfigError
 from .formats.engine import ParseOptions
 
-__all__ = ["AccountConfig", "LedgerConfig", "ParseConfig", "ReconcileConfig", "WorkspaceConfig"]
+__all__ = ["AccountConfig", "AccountScheduleConfig", "LedgerConfig", "ParseConfig", "ReconcileConfig", "ScheduleConfig",
+           "SftpConfig", "WorkspaceConfig"]
 
 CONFIG_NAME = "alirecon.toml"
 
@@ -153,6 +158,122 @@ class ReconcileConfig(_Model):
     match_record_types: dict[str, list[str]] = Field(default_factory=dict)
 
 
+# -- SFTP (issue 3) -------------------------------------------------------------------------------
+# Remote directory templates per family and environment: alipayplus.md 3 (clearing/settlement trees,
+# <date> = generation date), antom.md 3 (<date> = transaction or settlement date). Providers customise
+# them (antom.md 2.1), so every account may override them.
+DEFAULT_DIRECTORIES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("alipayplus", "production"): ("/v1/settlements/clearing/{account_id}/{date:%Y%m%d}",
+                                   "/v1/settlements/settlement/{account_id}/{date:%Y%m%d}"),
+    ("alipayplus", "sandbox"): ("/sandbox/settlements/clearing/{account_id}/{date:%Y%m%d}",
+                                "/sandbox/settlements/settlement/{account_id}/{date:%Y%m%d}"),
+    ("antom", "production"): ("/v1/settlements/{account_id}/{date:%Y%m%d}",),
+    ("antom", "sandbox"): ("/v1/settlements/{account_id}/{date:%Y%m%d}",),  # antom.md names no sandbox tree
+}
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class SftpConfig(_Model):
+    """Where and how to fetch one account's reports over SFTP. Secrets are never stored here: the password
+    and the key passphrase are read from the environment variables named below, the key from a file."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(22, ge=1, le=65535)
+    username: str = Field(min_length=1)
+    password_env: str | None = None  # name of the environment variable holding the password
+    key_file: Path | None = None  # private key (relative paths: from the workspace)
+    key_passphrase_env: str | None = None
+    known_hosts: Path | None = None  # default: <workspace>/known_hosts
+    # first contact only: record an unknown host key instead of refusing it (a changed key is always refused)
+    accept_new_host_key: bool = False
+    environment: Literal["production", "sandbox"] = "production"
+    # templates with {account_id} and {date:<strftime>}; None: DEFAULT_DIRECTORIES for the family/environment
+    directories: list[str] | None = None
+    window_days: int = Field(7, ge=0, le=366)  # retention is 7 days (alipayplus.md 9, antom.md 2.1)
+    max_parallel: int = Field(4, ge=1, le=64)
+    block_size: int | None = Field(None, ge=1024)  # None: the server's advertised read limit (asyncssh default)
+    max_requests: int | None = Field(None, ge=1)  # None: asyncssh picks 16-128 from the block size
+    timeout: float = Field(30.0, gt=0)  # seconds: connecting, and the longest wait for one read
+    retries: int = Field(5, ge=0)  # further attempts after a disconnect or timeout
+    backoff_initial: float = Field(1.0, ge=0)  # seconds before the first retry, doubled each time
+    backoff_max: float = Field(30.0, ge=0)
+
+    @field_validator("password_env", "key_passphrase_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # a name, never the secret itself
+        if value is not None and not _ENV_NAME_RE.fullmatch(value):
+            raise ValueError("must name an environment variable (letters, digits, '_'), not hold the secret")
+        return value
+
+    @field_validator("directories")
+    @classmethod
+    def _templates(cls, value: list[str] | None) -> list[str] | None:
+        for template in value or []:
+            if not template.startswith("/"):
+                raise ValueError(f"directory template {template!r} must be an absolute remote path")
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+            except ValueError as exc:
+                raise ValueError(f"directory template {template!r}: {exc}") from None
+            if not fields <= {"account_id", "date"}:
+                raise ValueError(f"directory template {template!r} may only use {{account_id}} and {{date:...}}")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SftpConfig:
+        if self.password_env is None and self.key_file is None:
+            raise ValueError("sftp needs password_env or key_file")
+        return self
+
+    def directory_templates(self, family: str) -> tuple[str, ...]:
+        if self.directories is not None:
+            return tuple(self.directories)
+        try:
+            return DEFAULT_DIRECTORIES[(family, self.environment)]
+        except KeyError:
+            raise ConfigError(f"no default SFTP directories for {family} ({self.environment}); "
+                              "set sftp.directories") from None
+
+
+# -- Schedule (issue 3): when each report should arrive and how long the server keeps it (schedule.py,
+# status.py). Several facts are inferred, so each is a setting that names the spec fact it rests on.
+class ScheduleConfig(_Model):
+    """When the providers generate each report. Times of day are UTC+8, the providers' clock (alipayplus.md 8)."""
+
+    # Common Business Days = Monday-Friday minus these dates. No provider publishes its calendar
+    # (alipayplus.md 9: settlements and the SR only on business days), so the user lists the holidays.
+    holidays: list[date] = Field(default_factory=list)
+    # Alipay+ clearing files of cycle T: generated T+1 at 08:00, every day including holidays (seed 000)
+    alipayplus_publish_time: time = time(8, 0)
+    # Alipay+ settlement date: T+2 business days by default, set by contract (alipayplus.md 9)
+    alipayplus_settlement_lag_business_days: int = Field(2, ge=1)
+    # Antom transaction details of T: on T+1 (antom.md 1) [inferred: the hour is not documented; as Alipay+]
+    antom_publish_time: time = time(8, 0)
+    # Antom settlement details + summary on the settlement date [inferred: antom.md gives no lag; as Alipay+]
+    antom_settlement_lag_business_days: int = Field(2, ge=1)
+    # Alipay+ sandbox environment: reports generated every hour (seed 000); a report is due at the first
+    # run of its directory's day [inferred]
+    sandbox_interval_minutes: int = Field(60, ge=1)
+    # a report not arrived by its due time + grace is late
+    grace_minutes: int = Field(120, ge=0)
+    # files older than 7 days may be removed from the server (seed 000, antom.md 2.1)
+    retention_days: int = Field(7, ge=1)
+    # a file listed on the server but not fetched is at risk this many days before its removal
+    # (seed 000 advises downloading within 3 of the 7 days)
+    at_risk_days: int = Field(2, ge=0)
+
+
+class AccountScheduleConfig(_Model):
+    """One account's exceptions to ``ScheduleConfig``: its contract's settlement lag and calendar, its reports."""
+
+    settlement_lag_business_days: int | None = Field(None, ge=1)
+    holidays: list[date] = Field(default_factory=list)  # in addition to the workspace's
+    # the reports this account receives (default: all of its family's, schedule.CYCLE_REPORTS and
+    # SETTLEMENT_REPORTS); e.g. APO transaction details may be on the Dashboard only (antom.md 1)
+    reports: list[str] | None = None
+
+
 class AccountConfig(_Model):
     """One set of identifiers at a provider (credentials come with the fetch issue, never stored here)."""
 
@@ -161,6 +282,8 @@ class AccountConfig(_Model):
     account_id: str  # participantId (Alipay+), merchantIdByAcquirer/customerId (Antom)
     role: Literal["MPP", "ACQP", "MERCHANT"] = "MERCHANT"
     settlement_currencies: list[str] = Field(default_factory=list)
+    sftp: SftpConfig | None = None  # where to fetch this account's reports (alirecon fetch)
+    schedule: AccountScheduleConfig | None = None  # exceptions to the workspace's [schedule]
 
 
 class DuckDBConfig(_Model):
@@ -182,6 +305,7 @@ class WorkspaceConfig(_Model):
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     accounts: list[AccountConfig] = Field(default_factory=list)
     duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @classmethod
     def load(cls, path: Path) -> WorkspaceConfig:

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +51,7 @@ __all__ = [
     "IngestReport",
     "LedgerIngest",
     "LoadError",
+    "RemoteFile",
     "Workspace",
 ]
 
@@ -141,6 +142,28 @@ _TABLES: dict[str, list[_Col]] = {
         ("check_count", "BIGINT", False),
         ("exceptions_saved_at", "TIMESTAMPTZ", False),
         ("exception_count", "BIGINT", False),
+    ],
+    # The fetch manifest: every file a source listed (SFTP) or offered (a folder), one row per version of its
+    # bytes. A row that is not 'complete' is the path's open attempt (at most one per path); its version is
+    # set when its bytes are complete. Parse outcomes are not copied here: join ``files`` on sha256.
+    "remote_files": [
+        ("file_id", "BIGINT PRIMARY KEY", True),
+        ("account", "VARCHAR", False),  # AccountConfig.name; NULL for a folder import without an account
+        ("source", "VARCHAR CHECK (source IN ('sftp', 'folder'))", True),
+        ("remote_path", "VARCHAR", True),
+        ("name", "VARCHAR", True),
+        ("size", "BIGINT", True),  # as the source reported it; the bytes' size once complete
+        ("mtime", "TIMESTAMPTZ", False),
+        ("sha256", "VARCHAR", False),  # NULL until bytes arrived ('incomplete': the bytes that failed validation)
+        ("version", "INTEGER", False),  # 1, 2, ... per (account, source, remote_path) once complete
+        ("republished", "BOOLEAN", True),  # a version > 1: the same path came back with other bytes
+        ("state", "VARCHAR CHECK (state IN ('listed', 'failed', 'incomplete', 'complete'))", True),
+        ("reason", "VARCHAR", False),  # why the last attempt failed or was incomplete
+        ("attempts", "INTEGER", True),  # failed attempts
+        ("first_seen_at", "TIMESTAMPTZ", True),
+        ("last_seen_at", "TIMESTAMPTZ", True),
+        ("fetched_at", "TIMESTAMPTZ", False),
+        ("ingested_at", "TIMESTAMPTZ", False),
     ],
 }
 
@@ -666,6 +689,117 @@ class Workspace:
         data = self.con.sql(f"SELECT {_select_list(schema)} FROM {table} WHERE run_id = ? ORDER BY ord",
                             params=[run_id]).to_arrow_table()
         return data.cast(schema)
+
+    # -- the fetch manifest (remote_files) ------------------------------------------------------
+    # Times are the caller's ``now`` so a simulated clock (sandbox, tests) sees a consistent history.
+
+    def remote_seen(self, account: str | None, source: str, remote_path: str, name: str, size: int,
+                    mtime: datetime | None, now: datetime) -> tuple[bool, RemoteFile]:
+        """Record that a source lists this file; ``(True, row)`` when a complete version has the same size and
+        mtime (nothing to fetch), else ``(False, open attempt row)``."""
+        with self._transaction():
+            rows = self._remote_rows("account IS NOT DISTINCT FROM ? AND source = ? AND remote_path = ?",
+                                     [account, source, remote_path], order="version DESC NULLS FIRST")
+            latest = next((r for r in rows if r.state == "complete"), None)
+            if latest is not None and latest.size == size and latest.mtime == mtime:
+                self.con.execute("UPDATE remote_files SET last_seen_at = ? WHERE file_id = ?", [now, latest.file_id])
+                return True, replace(latest, last_seen_at=now)
+            attempt = next((r for r in rows if r.state != "complete"), None)
+            if attempt is not None:
+                self.con.execute("UPDATE remote_files SET name = ?, size = ?, mtime = ?, last_seen_at = ? "
+                                 "WHERE file_id = ?", [name, size, mtime, now, attempt.file_id])
+                return False, replace(attempt, name=name, size=size, mtime=mtime, last_seen_at=now)
+            file_id = int(scalar(self.con, "SELECT coalesce(max(file_id), 0) + 1 FROM remote_files"))
+            self.con.execute(
+                "INSERT INTO remote_files (file_id, account, source, remote_path, name, size, mtime, republished, "
+                "state, attempts, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, false, 'listed', 0, ?, ?)",
+                [file_id, account, source, remote_path, name, size, mtime, now, now])
+        return False, self._remote_row(file_id)
+
+    def remote_failed(self, file_id: int, reason: str, now: datetime, *, sha256: str | None = None) -> RemoteFile:
+        """An attempt failed (``sha256`` None) or brought bytes that are not complete yet (``sha256`` given)."""
+        state = "failed" if sha256 is None else "incomplete"
+        self.con.execute("UPDATE remote_files SET state = ?, reason = ?, sha256 = coalesce(?, sha256), "
+                         "attempts = attempts + 1, last_seen_at = ? WHERE file_id = ? AND state <> 'complete'",
+                         [state, reason, sha256, now, file_id])
+        return self._remote_row(file_id)
+
+    def remote_fetched(self, file_id: int, sha256: str, size: int, mtime: datetime | None,
+                       now: datetime) -> tuple[str, RemoteFile]:
+        """Complete the open attempt ``file_id`` with archived bytes: ``new`` (version 1), ``republished`` (other
+        bytes than every earlier version: a new version) or ``unchanged`` (an earlier version's bytes: that row
+        is refreshed and the attempt row dropped)."""
+        with self._transaction():
+            attempt = self._remote_row(file_id)
+            if attempt.state == "complete":  # already recorded (a re-run after a crash)
+                return "unchanged", attempt
+            versions = self._remote_rows(
+                "account IS NOT DISTINCT FROM ? AND source = ? AND remote_path = ? AND state = 'complete'",
+                [attempt.account, attempt.source, attempt.remote_path], order="version DESC")
+            same = next((r for r in versions if r.sha256 == sha256), None)
+            if same is not None:
+                self.con.execute("UPDATE remote_files SET size = ?, mtime = ?, last_seen_at = ? WHERE file_id = ?",
+                                 [size, mtime, now, same.file_id])
+                self.con.execute("DELETE FROM remote_files WHERE file_id = ?", [file_id])
+                return "unchanged", self._remote_row(same.file_id)
+            version = (versions[0].version or 0) + 1 if versions else 1
+            self.con.execute(
+                "UPDATE remote_files SET sha256 = ?, size = ?, mtime = ?, version = ?, republished = ?, "
+                "state = 'complete', reason = NULL, last_seen_at = ?, fetched_at = ? WHERE file_id = ?",
+                [sha256, size, mtime, version, version > 1, now, now, file_id])
+        return ("new" if version == 1 else "republished"), self._remote_row(file_id)
+
+    def remote_to_ingest(self, account: str | None = None, source: str | None = None) -> list[RemoteFile]:
+        """Complete files not yet handed to ``ingest`` (a crash between fetch and ingest leaves some)."""
+        return self._remote_rows("state = 'complete' AND ingested_at IS NULL AND (? IS NULL OR account = ?) "
+                                 "AND (? IS NULL OR source = ?)", [account, account, source, source])
+
+    def remote_ingested(self, file_ids: Sequence[int], now: datetime) -> None:
+        if file_ids:
+            self.con.execute("UPDATE remote_files SET ingested_at = ? WHERE list_contains(?, file_id)",
+                             [now, list(file_ids)])
+
+    def remote_files(self, account: str | None = None) -> pa.Table:
+        """The manifest with each file's parse outcome (``parse_status``/``parse_reason`` from ``files``)."""
+        return self.con.sql(
+            "SELECT r.*, f.status AS parse_status, f.reason AS parse_reason FROM remote_files r "
+            "LEFT JOIN files f ON f.sha256 = r.sha256 AND r.state = 'complete' "
+            "WHERE $account IS NULL OR r.account = $account ORDER BY r.account, r.source, r.remote_path, r.file_id",
+            params={"account": account}).to_arrow_table()
+
+    def _remote_row(self, file_id: int) -> RemoteFile:
+        rows = self._remote_rows("file_id = ?", [file_id])
+        if not rows:
+            raise errors.AlireconError(f"no remote file {file_id} in the manifest")
+        return rows[0]
+
+    def _remote_rows(self, where: str, params: list[Any], *, order: str = "file_id") -> list[RemoteFile]:
+        cols = ", ".join(_q(f.name) for f in fields(RemoteFile))
+        rows = self.con.execute(f"SELECT {cols} FROM remote_files WHERE {where} ORDER BY {order}", params).fetchall()
+        return [RemoteFile(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One row of the fetch manifest (``remote_files``)."""
+
+    file_id: int
+    account: str | None
+    source: str
+    remote_path: str
+    name: str
+    size: int
+    mtime: datetime | None
+    sha256: str | None
+    version: int | None
+    republished: bool
+    state: str
+    reason: str | None
+    attempts: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+    fetched_at: datetime | None
+    ingested_at: datetime | None
 
 
 @dataclass(frozen=True)

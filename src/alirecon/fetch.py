@@ -1,0 +1,496 @@
+"""Fetching: list a source, download what is new, archive it, record it in the manifest, ingest it.
+
+Why here and not in the sources: every source (SFTP, a folder) must be recorded the same way, and the
+order of steps is what makes a crash harmless (DESIGN.md "Idempotent everywhere"):
+1. ``remote_seen``: the listing is recorded first (``status`` can tell "on the server, not fetched");
+2. the bytes are downloaded to a private part file, checked (size, then the format's structure: a
+   missing ``<END>`` means the provider may still be writing, so the file is not complete and is fetched
+   again next time), archived by sha256;
+3. ``remote_fetched`` marks the version complete; only then
+4. ``ingest`` parses it, and ``remote_ingested`` notes that it was handed over.
+A crash between any two steps leaves a state the next run completes: an unfinished download resumes or
+restarts, archived bytes are found by their hash, complete-but-not-ingested files are ingested.
+
+``daily`` chains fetch + ingest + check + reconcile for every account under a workspace lock so cron may
+start it every hour: a second run while one is in progress returns at once, and a run that finds nothing
+new does not start new check/reconcile runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from . import errors, pipeline
+from .clock import UTC8
+from .config import CONFIG_NAME, AccountConfig
+from .errors import ConfigError
+from .formats import registry
+from .formats.base import TableReport
+from .formats.engine import SourceFile, read_trailer
+from .sources import AuthError, FetchError, HostKeyError, RemoteEntry
+from .sources.sftp import Downloaded, SftpSource
+from .warehouse import TMP_DIR, IngestReport, LedgerIngest, RemoteFile, Workspace
+
+__all__ = [
+    "DailySummary",
+    "FetchProgress",
+    "FetchSummary",
+    "FileFetch",
+    "WorkspaceBusy",
+    "daily",
+    "fetch_account",
+    "ingest_fetched",
+    "run_daily",
+    "structural_problem",
+    "workspace_lock",
+]
+
+LOCK_NAME = ".alirecon.lock"
+PART_DIR = "tmp"  # under the archive root: same filesystem as the objects, invisible to Archive iteration
+
+
+class WorkspaceBusy(errors.AlireconError):
+    """Another fetch or daily run holds the workspace lock."""
+
+
+class FetchProgress:
+    """Hooks for showing a fetch as it happens (the CLI draws byte progress bars); the defaults do nothing."""
+
+    def listed(self, account: str, files: int, to_fetch: int, total_bytes: int) -> None:
+        """A listing is complete: ``files`` listed, ``to_fetch`` of them (``total_bytes``) will be downloaded."""
+
+    def transfer(self, path: str, done: int, total: int) -> None:
+        """``done`` of ``total`` bytes of ``path`` are in its part file."""
+
+    def finished(self, outcome: FileFetch) -> None:
+        """One file is settled (downloaded, skipped, failed, refused)."""
+
+
+@dataclass(frozen=True)
+class FileFetch:
+    """What happened to one listed file.
+
+    ``status``: ``new`` (first version archived), ``republished`` (the same path with other bytes: a new
+    version), ``unchanged`` (downloaded again, same bytes as a known version), ``skipped`` (the manifest
+    already has it with the same size and mtime), ``incomplete`` (archived, but its structure says the
+    provider may still be writing it: fetched again next time), ``failed`` (no usable bytes after the
+    retries) or ``refused`` (a hostile name: never touched the disk).
+    """
+
+    path: str
+    name: str
+    status: str
+    size: int | None = None
+    sha256: str | None = None
+    version: int | None = None
+    attempts: int = 0
+    resumed_from: int = 0
+    error: str | None = None
+    code: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "status": self.status, "size": self.size,
+                "sha256": self.sha256, "version": self.version, "attempts": self.attempts,
+                "resumed_from": self.resumed_from, "error": self.error, "code": self.code}
+
+
+_DOWNLOADED = ("new", "republished", "unchanged", "incomplete")
+_FAILED = ("failed", "refused", "incomplete")
+
+
+@dataclass
+class FetchSummary:
+    """One account's fetch: counts, per-file outcomes and what the ingest made of the new files.
+
+    ``bytes`` counts the sizes of the files downloaded in this run; ``notes`` are warnings the user must
+    see (a host key recorded on first contact).
+    """
+
+    account: str
+    source: str
+    since: date | None = None
+    until: date | None = None
+    directories: list[str] = field(default_factory=list)
+    files: list[FileFetch] = field(default_factory=list)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    ingest: IngestReport | None = None
+    error: str | None = None  # the fetch could not run at all (host key, authentication, configuration)
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for f in self.files if f.status in statuses)
+
+    @property
+    def listed(self) -> int:
+        return self.count("new", "republished", "unchanged", "skipped", "incomplete", "failed")
+
+    @property
+    def new(self) -> int:
+        return self.count("new", "republished")
+
+    @property
+    def downloaded(self) -> int:
+        return self.count(*_DOWNLOADED)
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def failed(self) -> int:
+        return self.count(*_FAILED)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size or 0 for f in self.files if f.status in _DOWNLOADED)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed and (self.ingest is None or self.ingest.ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account, "source": self.source,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "listed": self.listed, "new": self.new, "downloaded": self.downloaded, "skipped": self.skipped,
+            "failed": self.failed, "refused": self.count("refused"), "incomplete": self.count("incomplete"),
+            "bytes": self.bytes, "seconds": round(self.seconds, 3), "error": self.error, "notes": list(self.notes),
+            "directories": list(self.directories), "files": [f.to_dict() for f in self.files],
+            "ingest": self.ingest.to_dict() if self.ingest is not None else None,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure checks before a file counts as complete
+
+
+def structural_problem(path: Path, name: str, size: int, ends_with_newline: bool) -> errors.FormatError | None:
+    """Why these bytes cannot be the provider's finished file, or None.
+
+    Asks the registry which report the file is and checks only what proves completeness: the required
+    ``<END>`` trailer of Antom CSV files (antom.md 4), an xlsx file's zip directory (written last), a file
+    with no bytes. Alipay+ documents no end marker (alipayplus.md 4), so its files rest on the size check.
+    An unrecognised file is complete as far as fetching can tell; ingest quarantines it with its reason.
+    """
+    if size == 0:
+        return errors.EmptyFile("the file has no bytes yet: the provider may still be writing it", file=name, line=1)
+    if name.lower().endswith(".xlsx"):
+        if not zipfile.is_zipfile(path):
+            return errors.TruncatedFile("the xlsx (zip) file ends before its directory: it is incomplete", file=name)
+        return None
+    try:
+        report = registry.detect(path, name)
+    except errors.UnknownFormat:
+        return None
+    if isinstance(report, TableReport) and report.trailer == "required":
+        facts = SourceFile(path, size=size, ends_with_newline=ends_with_newline)
+        problems = read_trailer(path, facts, name=name, required=True, last_line_no=None).problems
+        return problems[0] if problems else None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# SFTP
+
+
+def _account(ws: Workspace, account: AccountConfig | str) -> AccountConfig:
+    if isinstance(account, AccountConfig):
+        return account
+    for acc in ws.config.accounts:
+        if acc.name == account:
+            return acc
+    known = ", ".join(a.name for a in ws.config.accounts) or "none"
+    raise ConfigError(f"no account named {account!r} in {ws.root / CONFIG_NAME} (accounts: {known})")
+
+
+def _window(now: datetime, since: date | None, until: date | None, window_days: int) -> list[date]:
+    """``until`` (default: today in UTC+8, the providers' day: alipayplus.md 8) and the ``window_days`` days
+    before it: a file published on day D stays 7 days, so on day D+7 it may still be there (alipayplus.md 9)."""
+    last = until or now.astimezone(UTC8).date()
+    first = since or last - timedelta(days=window_days)
+    if first > last:
+        raise ConfigError(f"--since {first} is after --until {last}")
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _part_path(ws: Workspace, *key: str) -> Path:
+    """A part file named by a hash of where the bytes come from: no remote name ever reaches the disk."""
+    digest = hashlib.sha256("\0".join(key).encode("utf-8", "surrogateescape")).hexdigest()[:40]
+    return ws.archive.root / PART_DIR / f"{digest}.part"
+
+
+def _discard(part: Path) -> None:
+    for p in (part, part.with_suffix(".json")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def fetch_account(ws: Workspace, account: AccountConfig | str, *, since: date | None = None,
+                  until: date | None = None, now: datetime | None = None, progress: FetchProgress | None = None,
+                  accept_new_host_key: bool | None = None, ingest: bool = True) -> FetchSummary:
+    """List the account's SFTP directories for the date window, download and archive what is new or
+    changed, record everything in the manifest and (``ingest``) load the complete files.
+
+    Raises a typed error when the fetch cannot run at all (``HostKeyError``, ``AuthError``,
+    ``ConfigError``, or ``FetchError`` once the retries are spent); per-file failures are outcomes.
+    ``now`` (default: the real time) picks the window and stamps the manifest.
+    """
+    acc = _account(ws, account)
+    if acc.sftp is None:
+        raise ConfigError(f"account {acc.name!r} has no [accounts.sftp] settings")
+    now = now or datetime.now(UTC)
+    cfg = acc.sftp
+    dates = _window(now, since, until, cfg.window_days)
+    known_hosts = cfg.known_hosts or Path("known_hosts")
+    source = SftpSource(cfg, account_id=acc.account_id, family=acc.family,
+                        known_hosts=known_hosts if known_hosts.is_absolute() else ws.root / known_hosts,
+                        key_root=ws.root, accept_new_host_key=accept_new_host_key)
+    summary = FetchSummary(acc.name, "sftp", dates[0], dates[-1])
+    started = time.perf_counter()
+    try:
+        asyncio.run(_fetch_sftp(ws, acc, source, dates, now, summary, progress or FetchProgress()))
+    except asyncio.CancelledError as exc:  # pragma: no cover - interrupted from outside
+        raise FetchError("the fetch was cancelled") from exc
+    finally:
+        summary.notes.extend(n for n in source.notes if n not in summary.notes)
+        summary.seconds = time.perf_counter() - started
+    if ingest:
+        summary.ingest = ingest_fetched(ws, account=acc.name, source="sftp", now=now)
+    return summary
+
+
+async def _fetch_sftp(ws: Workspace, acc: AccountConfig, source: SftpSource, dates: Sequence[date], now: datetime,
+                      summary: FetchSummary, progress: FetchProgress) -> None:
+    cfg = acc.sftp
+    assert cfg is not None
+    async with source:
+        listing = await source.listing(dates)
+        summary.directories = listing.directories
+        for bad in listing.refused:
+            outcome = FileFetch(bad.file, bad.found or "", "refused", error=str(bad), code=bad.code)
+            summary.files.append(outcome)
+            progress.finished(outcome)
+        todo = []
+        for entry in listing.entries:
+            skip, row = ws.remote_seen(acc.name, "sftp", entry.path, entry.name, entry.size, entry.mtime, now)
+            if skip:
+                outcome = FileFetch(entry.path, entry.name, "skipped", row.size, row.sha256, row.version)
+                summary.files.append(outcome)
+                progress.finished(outcome)
+            else:
+                todo.append((entry, row.file_id))
+        progress.listed(acc.name, len(listing.entries), len(todo), sum(max(e.size, 0) for e, _ in todo))
+        limit = asyncio.Semaphore(cfg.max_parallel)
+
+        async def one(entry: RemoteEntry, file_id: int) -> FileFetch:
+            async with limit:
+                part = _part_path(ws, acc.name, f"{cfg.host}:{cfg.port}", entry.path)
+                try:
+                    got = await source.download(entry, part, progress.transfer)
+                except Exception as exc:  # this file's failure, never the others'
+                    reason = f"{type(exc).__name__}: {exc}"[:500]
+                    ws.remote_failed(file_id, reason, now)
+                    code = "host_key" if isinstance(exc, HostKeyError) else "auth" if isinstance(exc, AuthError) \
+                        else "transfer"
+                    outcome = FileFetch(entry.path, entry.name, "failed", entry.size, error=reason, code=code)
+                else:
+                    outcome = await _settle(ws, entry, file_id, got, now)
+                progress.finished(outcome)
+                return outcome
+
+        summary.files.extend(await asyncio.gather(*(one(e, fid) for e, fid in todo)))
+
+
+async def _settle(ws: Workspace, entry: RemoteEntry, file_id: int, got: Downloaded, now: datetime) -> FileFetch:
+    """Check, archive and record a downloaded part file; the part is gone afterwards."""
+    base = FileFetch(entry.path, entry.name, "failed", got.size, attempts=got.attempts, resumed_from=got.resumed_from)
+    try:
+        problem = await asyncio.to_thread(structural_problem, got.part, entry.name, got.size, got.ends_with_newline)
+        put = await asyncio.to_thread(ws.archive.put_file, got.part, move=True)  # linked, not copied
+        if put.sha256 != got.sha256:  # the part changed on disk after it was received
+            raise FetchError(f"{entry.path}: the part file's sha256 {put.sha256} is not the received {got.sha256}")
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        ws.remote_failed(file_id, reason, now)
+        return replace(base, error=reason, code="archive")
+    finally:
+        _discard(got.part)
+    if problem is not None:
+        ws.remote_failed(file_id, str(problem), now, sha256=put.sha256)
+        return replace(base, status="incomplete", sha256=put.sha256, error=str(problem), code=problem.code)
+    status, row = ws.remote_fetched(file_id, put.sha256, got.size, got.mtime, now)
+    return replace(base, status=status, sha256=put.sha256, version=row.version)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingest of what was fetched
+
+
+def _view_path(ws: Workspace, row: RemoteFile) -> Path:
+    """Where ``row``'s bytes are offered to ``ingest``: a path carrying the remote name (parsers read the name
+    and suffix), unique and stable per manifest row, so the delivery it leaves names the row (names were
+    checked as plain names when listed)."""
+    return ws.root / TMP_DIR / "fetched" / str(row.file_id) / row.name
+
+
+def _make_view(ws: Workspace, row: RemoteFile) -> Path:
+    view = _view_path(ws, row)
+    view.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        view.unlink()
+    try:
+        os.symlink(ws.archive.path_of(row.sha256 or "").absolute(), view)
+    except OSError:  # no symlinks here: a copy of the archived bytes
+        shutil.copyfile(ws.archive.path_of(row.sha256 or ""), view)
+    return view
+
+
+def ingest_fetched(ws: Workspace, *, account: str | None = None, source: str | None = None,
+                   now: datetime | None = None) -> IngestReport:
+    """Ingest every complete manifest file not yet ingested, oldest first (also those a crash left behind).
+
+    A row whose delivery was recorded before a crash (same view path) is only marked, never offered twice.
+    A file whose load failed for a reason outside its content (``load_error``) stays pending and is offered
+    again next time, as ``Workspace.ingest`` retries such files.
+    """
+    now = now or datetime.now(UTC)
+    rows = ws.remote_to_ingest(account, source)
+    if not rows:
+        return IngestReport(())
+    delivered = {str(p) for (p,) in ws.con.execute(
+        "SELECT DISTINCT source_path FROM deliveries WHERE list_contains(?, source_path) "
+        "AND sha256 NOT IN (SELECT sha256 FROM problems WHERE code = 'load_error')",
+        [[str(_view_path(ws, r).absolute()) for r in rows]]).fetchall()}
+    ws.remote_ingested([r.file_id for r in rows if str(_view_path(ws, r).absolute()) in delivered], now)
+    rows = [r for r in rows if str(_view_path(ws, r).absolute()) not in delivered]
+    try:
+        report = ws.ingest(_make_view(ws, r) for r in rows)
+    finally:
+        shutil.rmtree(ws.root / TMP_DIR / "fetched", ignore_errors=True)
+    done = [r.file_id for r, o in zip(rows, report.files, strict=True)
+            if o.status != "failed" and not any(p.code == "load_error" for p in o.problems)]
+    ws.remote_ingested(done, now)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# The hourly job
+
+
+@contextlib.contextmanager
+def workspace_lock(root: Path) -> Iterator[None]:
+    """Hold ``<root>/.alirecon.lock`` (an OS lock: released even when the process is killed).
+
+    ``WorkspaceBusy`` when another fetch/daily holds it. Taken before the workspace is opened, because the
+    database admits one writing process.
+    """
+    root = Path(root)
+    if not (root / CONFIG_NAME).is_file():
+        raise ConfigError(f"{root} is not an alirecon workspace (no {CONFIG_NAME}); run init first")
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkspaceBusy(f"another alirecon fetch or daily is running on {root}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {datetime.now(UTC).isoformat()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class DailySummary:
+    """One daily run: each account's fetch, the ledgers, and the check/reconcile run (new or the latest)."""
+
+    fetches: list[FetchSummary] = field(default_factory=list)
+    ledgers: list[LedgerIngest] = field(default_factory=list)
+    run_id: str | None = None
+    new_run: bool = False  # False: nothing changed since the latest daily run, whose results are reported
+    check_failures: int = 0
+    exceptions: int = 0
+    busy: bool = False  # another run held the lock: nothing was done
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (all(f.ok for f in self.fetches) and all(x.ok for x in self.ledgers)
+                and not self.check_failures and not self.exceptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "busy": self.busy, "run_id": self.run_id, "new_run": self.new_run,
+            "check_failures": self.check_failures, "exceptions": self.exceptions, "ok": self.ok,
+            "seconds": round(self.seconds, 3), "fetches": [f.to_dict() for f in self.fetches],
+            "ledgers": [x.to_dict() for x in self.ledgers],
+        }
+
+
+def _activity_since(ws: Workspace, started_at: datetime) -> bool:
+    """Did anything the results depend on change after ``started_at``: a file, a ledger, the config?"""
+    changed = ws.con.execute(
+        "SELECT (SELECT count(*) FROM files WHERE ingested_at >= $t) + "
+        "(SELECT count(*) FROM ledger_files WHERE ingested_at >= $t OR replaced_at >= $t)",
+        {"t": started_at}).fetchall()[0][0]
+    config_mtime = datetime.fromtimestamp((ws.root / CONFIG_NAME).stat().st_mtime, UTC)
+    return bool(changed) or config_mtime >= started_at
+
+
+def daily(ws: Workspace, now: datetime | None = None, *, progress: FetchProgress | None = None) -> DailySummary:
+    """Fetch every account that has SFTP settings, ingest, then check and reconcile when anything changed.
+
+    The caller holds ``workspace_lock`` (``run_daily`` does both). A failing account is recorded in its
+    summary and never stops the others.
+    """
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    out = DailySummary()
+    for acc in ws.config.accounts:
+        if acc.sftp is None:
+            continue
+        try:
+            out.fetches.append(fetch_account(ws, acc, now=now, progress=progress))
+        except errors.AlireconError as exc:
+            out.fetches.append(FetchSummary(acc.name, "sftp", error=f"{type(exc).__name__}: {exc}"))
+    leftovers = ingest_fetched(ws, now=now)  # e.g. a folder import interrupted before its ingest
+    if leftovers.files:
+        out.fetches.append(FetchSummary("*", "manifest", ingest=leftovers))
+    out.ledgers = pipeline.ingest_ledgers(ws)
+    last = ws.con.execute("SELECT run_id, started_at FROM runs WHERE kind = 'daily' AND checks_saved_at IS NOT NULL "
+                          "AND exceptions_saved_at IS NOT NULL ORDER BY seq DESC LIMIT 1").fetchall()
+    if not last or _activity_since(ws, last[0][1]):
+        run_id = ws.new_run("daily")
+        check = pipeline.check(ws, run_id)
+        rec = pipeline.reconcile(ws, run_id)
+        out.run_id, out.new_run = run_id, True
+        out.check_failures, out.exceptions = check.failures, rec.exceptions.num_rows
+    else:
+        out.run_id = str(last[0][0])
+        checks = ws.latest_checks()
+        out.check_failures = sum(1 for s in checks.column("status").to_pylist() if s == "fail")
+        out.exceptions = ws.latest_exceptions().num_rows
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def run_daily(root: Path, now: datetime | None = None, *, progress: FetchProgress | None = None) -> DailySummary:
+    """``daily`` under the workspace lock; a run that finds the lock held returns ``busy`` at once."""
+    try:
+        with workspace_lock(root), Workspace.open(root) as ws:
+            return daily(ws, now, progress=progress)
+    except WorkspaceBusy:
+        return DailySummary(busy=True)

@@ -100,3 +100,32 @@ def test_rerun_is_idempotent(demo) -> None:
 def test_other_worlds_are_exact_too(tmp_path: Path, seed: int) -> None:
     result = run_demo(tmp_path, seed=seed, days=8)
     assert result.diff.exact, result.diff.to_dict()
+
+
+def test_a_world_too_small_for_every_fault_is_refused_clearly(tmp_path: Path) -> None:
+    from alirecon.sandbox.model import WorldSpec
+    from alirecon.sandbox.world import build_world
+
+    with pytest.raises(ValueError, match="at least 7 days"):
+        build_world(tmp_path / "w", WorldSpec(days=3, payments_per_day=3))
+    world = build_world(tmp_path / "quiet", WorldSpec(days=3, payments_per_day=3, inject=False))
+    assert world.files and world.truth.exceptions == [] and world.truth.check_failures == []
+
+
+def test_a_world_without_faults_reconciles_clean(tmp_path: Path) -> None:
+    """Negative control: the same pipeline on a world with nothing injected finds nothing at all."""
+    from alirecon import pipeline
+    from alirecon.demo import world_config
+    from alirecon.sandbox.model import WorldSpec
+    from alirecon.sandbox.world import build_world
+
+    world = build_world(tmp_path / "world", WorldSpec(seed=3, days=7, inject=False))
+    with Workspace.init(tmp_path / "ws", world_config(world)) as ws:
+        report = ws.ingest(world.provider_files())
+        assert report.ok and report.count("duplicate") == 0
+        assert all(x.ok for x in pipeline.ingest_ledgers(ws))
+        checks = pipeline.check(ws)
+        assert checks.failures == 0 and checks.results.num_rows > 100
+        run = pipeline.reconcile(ws)
+        assert run.exceptions.num_rows == 0
+        assert sum(c["matched"] for c in run.counts.values()) > 300

@@ -37,6 +37,8 @@ MPP = Account("alipayplus", "A1234567890", "MPP", "EUR", ("JPY", "KWD", "EUR"),
 ANTOM_MERCHANT_V2 = Account("antom", "1022188000000000002", "MERCHANT", "USD", ("USD", "JPY", "KWD"),
                             own_settlement=("JPY",), variant="v2", fmt="xlsx")
 ACCOUNTS = (ANTOM_MERCHANT, ANTOM_MERCHANT_V2, ACQP, MPP)
+MIN_INJECT_DAYS = 7
+MIN_INJECT_PAYMENTS = 6
 MATCH_REPORTS = {"antom": ("transaction_detail", "settlement_detail"), "alipayplus": ("transaction_detail",)}
 ANTOM_ACQUIRER = "Alipay_SG"
 ANTOM_FEE_PCT = Decimal("2.0")
@@ -693,6 +695,10 @@ def _write_mpp_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> 
 def build_world(root: Path, spec: WorldSpec | None = None) -> World:
     """Generate the world under ``root``: ``provider/`` (SFTP trees), ``ledgers/``, ``truth.json``."""
     spec = spec or WorldSpec()
+    if spec.inject and (spec.days < MIN_INJECT_DAYS or spec.payments_per_day < MIN_INJECT_PAYMENTS):
+        # every fault needs its own clean payment and the settlement faults a week of batches
+        raise ValueError(f"injecting every fault needs at least {MIN_INJECT_DAYS} days and "
+                         f"{MIN_INJECT_PAYMENTS} payments a day; use WorldSpec(inject=False) for a smaller world")
     root = Path(root)
     world = World(spec=spec, root=root)
     rng = random.Random(spec.seed)

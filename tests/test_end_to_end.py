@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,14 +34,32 @@ def test_findings_equal_the_truth_exactly(demo) -> None:
     assert demo.checks.failures == len(truth["check_failures"])
 
 
-def test_duplicate_delivery_and_quarantine(demo) -> None:
-    statuses = {}
+def test_duplicate_delivery_and_truncated_file(demo) -> None:
+    """The re-delivered bytes are recognised by sha256; the truncated re-publication is refused at the fetch
+    (its structure says it is unfinished), fetched again every morning and never half-loaded."""
+    statuses: dict[str, list[Any]] = {}
     for o in demo.ingest.files:
         statuses.setdefault(o.status, []).append(o)
     assert len(statuses["duplicate"]) == len(demo.truth["duplicate_deliveries"]) == 1
-    (bad,) = statuses["quarantined"]
-    assert {p.code for p in bad.problems} >= {"truncated_file"}
-    assert all(p.file == Path(bad.path).name for p in bad.problems)
+    (dup,) = statuses["duplicate"]
+    assert "quarantined" not in statuses
+    (truncated,) = demo.truth["quarantined"]
+    attempts = [f for s in demo.fetches for f in s.files if f.path == "/" + truncated["path"]]
+    assert attempts and {f.status for f in attempts} == {"incomplete"}
+    assert {f.code for f in attempts} == {truncated["code"]}
+    assert len(attempts) >= 2  # offered again on later mornings, while the server still has it
+    assert all(o.name != attempts[0].name or o.sha256 != attempts[0].sha256 for o in demo.ingest.files)
+    assert dup.sha256 in {o.sha256 for o in statuses["new"]}
+
+
+def test_every_published_file_was_fetched_once(demo) -> None:
+    """Every morning's fetch took only what was new: each provider file downloaded exactly once."""
+    import json
+
+    publish = json.loads((demo.root / "world" / "publish.json").read_text(encoding="utf-8"))
+    done = [f.path.lstrip("/") for s in demo.fetches for f in s.files if f.status in ("new", "republished")]
+    truncated = {q["path"] for q in demo.truth["quarantined"]}
+    assert sorted(done) == sorted(p for p in publish if p not in truncated)
 
 
 def test_exceptions_carry_lineage_to_file_and_line(demo) -> None:
@@ -86,8 +105,11 @@ def test_rerun_is_idempotent(demo) -> None:
         before = ws.con.execute("SELECT count(*) FROM report_lines").fetchall()
         files = sorted((demo.root / "world" / "provider").rglob("*.*"))
         again = ws.ingest(files)
-        assert len(files) == len(demo.ingest.files)
-        assert again.count("new") == 0 and again.count("duplicate") == len(files)
+        # every file the fetches completed is known; the truncated one, refused at fetch, is quarantined now
+        assert len(files) == len(demo.ingest.files) + 1
+        assert again.count("new") == 0 and again.count("duplicate") == len(files) - 1
+        (bad,) = [o for o in again.files if o.status == "quarantined"]
+        assert "truncated_file" in {p.code for p in bad.problems}
         assert ws.con.execute("SELECT count(*) FROM report_lines").fetchall() == before
         pipeline.ingest_ledgers(ws)
         rerun = pipeline.reconcile(ws)

@@ -372,7 +372,7 @@ def demo(
     """Build a synthetic provider world, run ingest -> check -> reconcile, and grade it against the truth."""
     from .demo import run_demo
 
-    label = "ingesting the sandbox provider's files"
+    label = "fetching from the sandbox SFTP server, morning by simulated morning:"
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         with _file_progress(not as_json, label) as progress:

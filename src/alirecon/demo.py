@@ -1,14 +1,19 @@
-"""``alirecon demo``: a synthetic world, the whole pipeline over it, and the verdict against its truth.
+"""``alirecon demo``: a synthetic world served over real SFTP, the whole pipeline, the verdict.
 
-Why: one command shows what alirecon does on realistic files (three accounts, two families, several
-currencies including JPY and KWD, weekend settlements, injected faults) and proves it found exactly
-what was injected, with nothing extra.
+Why: one command shows what alirecon does on realistic files (four accounts, two families, several
+currencies including JPY and KWD, weekend settlements, injected faults) and proves it found exactly what
+was injected, with nothing extra. The provider's files are not read from disk: the sandbox SFTP server
+publishes them on a simulated clock, and alirecon fetches every simulated morning as its hourly job would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,41 +21,64 @@ from rich.console import Console
 from rich.table import Table
 
 from . import pipeline
-from .config import AccountConfig, LedgerConfig, WorkspaceConfig
+from .clock import UTC8
+from .config import DEFAULT_DIRECTORIES, AccountConfig, LedgerConfig, WorkspaceConfig
+from .fetch import FetchSummary, fetch_account
 from .pipeline import CheckRun, ReconcileRun
+from .sandbox.clock import SimClock
 from .sandbox.model import WorldSpec
+from .sandbox.sftp_server import ProviderTree, SandboxServer, ServerThread
 from .sandbox.truth import TruthDiff, compare, load_truth
 from .sandbox.world import ACCOUNTS, World, build_world
-from .warehouse import IngestReport, LedgerIngest, Workspace
+from .warehouse import FileOutcome, IngestReport, LedgerIngest, Workspace
+
+DEMO_USER = "demo"
+PASSWORD_ENV = "ALIRECON_DEMO_SFTP_PASSWORD"  # the sandbox's throwaway password, set for the run only
 
 __all__ = ["DemoResult", "run_demo", "world_config"]
 
 
-def world_config(world: World) -> WorkspaceConfig:
-    """The workspace configuration a user of these three accounts would write."""
+def world_config(world: World, sftp_port: int | None = None) -> WorkspaceConfig:
+    """The workspace configuration a user of these accounts would write (with ``sftp_port``: fetching from
+    the sandbox server on loopback, the password in ``PASSWORD_ENV``)."""
     ledgers = [LedgerConfig.model_validate({**spec, "path": str(world.root / spec["path"])}) for spec in world.ledgers]
-    accounts = [AccountConfig.model_validate({"name": f"{a.family}-{a.role.lower()}-{a.account_id}",
-                                              "family": a.family, "account_id": a.account_id, "role": a.role,
-                                              "settlement_currencies": [a.settlement_currency]})
-                for a in ACCOUNTS]
+    accounts = []
+    for a in ACCOUNTS:
+        data: dict[str, Any] = {"name": f"{a.family}-{a.role.lower()}-{a.account_id}", "family": a.family,
+                                "account_id": a.account_id, "role": a.role,
+                                "settlement_currencies": [a.settlement_currency, *a.own_settlement]}
+        if sftp_port is not None:
+            # the world's v1 merchant also gets a re-delivery and a truncated re-publication in two folders
+            # of their own: a provider's customised tree is configured, never guessed
+            extra = [f"/v1/settlements/{{account_id}}/{folder}" for folder in ("redelivered", "partial")]
+            directories = [*DEFAULT_DIRECTORIES[(a.family, "production")], *(extra if a.variant == "v1" and
+                                                                             a.family == "antom" else [])]
+            data["sftp"] = {"host": "127.0.0.1", "port": sftp_port, "username": DEMO_USER,
+                            "password_env": PASSWORD_ENV, "directories": directories, "retries": 2,
+                            "backoff_initial": 0.05}
+        accounts.append(AccountConfig.model_validate(data))
     return WorkspaceConfig(ledgers=ledgers, accounts=accounts)
 
 
 @dataclass
 class DemoResult:
     root: Path
-    ingest: IngestReport
+    ingest: IngestReport  # every file the fetches handed to ingest, over the whole simulated period
     ledgers: list[LedgerIngest]
     checks: CheckRun
     reconcile: ReconcileRun
     diff: TruthDiff
     truth: dict[str, Any]
     kept: bool = False
+    fetches: list[FetchSummary] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "workspace": str(self.root / "workspace") if self.kept else None,
             "files": {s: self.ingest.count(s) for s in ("new", "duplicate", "quarantined", "failed")},
+            "fetched": {"fetches": len(self.fetches), "downloaded": sum(s.downloaded for s in self.fetches),
+                        "incomplete": sum(s.count("incomplete") for s in self.fetches),
+                        "bytes": sum(s.bytes for s in self.fetches)},
             "ledgers": [x.to_dict() for x in self.ledgers],
             "checks": {"run_id": self.checks.run_id, "results": self.checks.results.num_rows,
                        "failures": self.checks.failures},
@@ -61,6 +89,11 @@ class DemoResult:
         }
 
     def print(self, console: Console) -> None:
+        mornings = len({(s.until, s.since) for s in self.fetches}) or 1
+        downloaded = sum(s.downloaded for s in self.fetches)
+        console.print(f"fetched over SFTP from the sandbox server: {downloaded} files, "
+                      f"{sum(s.bytes for s in self.fetches):,} bytes, {len(self.fetches)} fetches over "
+                      f"{mornings} simulated mornings")
         files = Table(title="Files from the provider")
         for col in ("new", "duplicate", "quarantined"):
             files.add_column(col)
@@ -103,24 +136,76 @@ class DemoResult:
             console.print("run `alirecon demo --keep DIR` to keep the world and the workspace for exploring")
 
 
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def fetch_mornings(world: World) -> list[datetime]:
+    """09:00 UTC+8 of every day from the first publication to the last: when the hourly job finds the
+    morning's files (published 08:00 UTC+8), well inside the 7-day retention."""
+    days = sorted({at.astimezone(UTC8).date() for at in world.publish.values()})
+    first, last = days[0], days[-1]
+    return [datetime.combine(first + timedelta(days=n), time(9), UTC8) for n in range((last - first).days + 1)]
+
+
 def run_demo(root: Path, *, seed: int = 42, days: int = 7,
              progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
-    """World under ``root/world``, workspace under ``root/workspace``; the full pipeline; the verdict.
+    """World under ``root/world`` served by the sandbox SFTP server, workspace under ``root/workspace``;
+    fetch every simulated morning, then check and reconcile; the verdict against the truth.
 
-    ``progress(file name, done, total)`` is called as the provider's files are ingested."""
+    ``progress(account, morning number, mornings)`` is called before each account's fetch."""
     world = build_world(root / "world", WorldSpec(seed=seed, days=days))
-    ws = Workspace.init(root / "workspace", world_config(world))
-    try:
-        files = world.provider_files()
-        report = ws.ingest(files, progress=(lambda name, done: progress(name, done, len(files))) if progress
-                           else None)
-        ledgers = pipeline.ingest_ledgers(ws)
-        checks = pipeline.check(ws)
-        rec = pipeline.reconcile(ws)
-    finally:
-        ws.close()
+    mornings = fetch_mornings(world)
+    clock = SimClock(mornings[0])
+    password = secrets.token_urlsafe(18)
+    server = SandboxServer(ProviderTree.from_world(world, sandbox=False), clock, users={DEMO_USER: password})
+    fetches: list[FetchSummary] = []
+    ingested: list[FileOutcome] = []
+    refused: list[dict[str, Any]] = []
+    with ServerThread(server) as thread, _environment(PASSWORD_ENV, password):
+        ws = Workspace.init(root / "workspace", world_config(world, thread.port))
+        try:
+            # the sandbox's host key, distributed out of band as a provider's would be
+            (ws.root / "known_hosts").write_text(server.known_hosts_line() + "\n", encoding="utf-8")
+            for n, morning in enumerate(mornings, start=1):
+                clock.set(morning)
+                for account in ws.config.accounts:
+                    if progress:
+                        progress(account.name, n, len(mornings))
+                    summary = fetch_account(ws, account, now=clock.now())
+                    fetches.append(summary)
+                    if summary.ingest is not None:
+                        ingested.extend(summary.ingest.files)
+                    # a file whose structure says it is not finished is refused and fetched again later
+                    refused.extend({"path": f.path.lstrip("/"), "status": "quarantined",
+                                    "problems": [{"code": f.code}]} for f in summary.files
+                                   if f.status == "incomplete")
+            ledgers = pipeline.ingest_ledgers(ws)
+            checks = pipeline.check(ws)
+            rec = pipeline.reconcile(ws)
+        finally:
+            ws.close()
     truth = load_truth(world.root / "truth.json")
-    outcomes = [{"path": str(Path(o.path).relative_to(world.provider)), "status": o.status,
-                 "problems": [p.to_dict() for p in o.problems]} for o in report.files]
-    diff = compare(truth, rec.exceptions, checks.results, outcomes)
-    return DemoResult(root, report, ledgers, checks, rec, diff, truth)
+    remote_of: dict[tuple[str | None, str], str] = {(f.sha256, f.name): f.path.lstrip("/")
+                                                    for s in fetches for f in s.files if f.sha256}
+    outcomes = [{"path": remote_of.get((o.sha256, o.name), o.name), "status": o.status,
+                 "problems": [p.to_dict() for p in o.problems]} for o in ingested]
+    diff = compare(truth, rec.exceptions, checks.results, outcomes + _first(refused))
+    return DemoResult(root, IngestReport(tuple(ingested)), ledgers, checks, rec, diff, truth, fetches=fetches)
+
+
+def _first(refused: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An unfinished file is refused at every fetch until it is complete: count it once."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in refused:
+        seen.setdefault(r["path"], r)
+    return list(seen.values())

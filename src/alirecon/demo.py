@@ -46,7 +46,9 @@ def world_config(world: World, sftp_port: int | None = None) -> WorkspaceConfig:
     for a in ACCOUNTS:
         data: dict[str, Any] = {"name": f"{a.family}-{a.role.lower()}-{a.account_id}", "family": a.family,
                                 "account_id": a.account_id, "role": a.role,
-                                "settlement_currencies": [a.settlement_currency, *a.own_settlement]}
+                                # the world sends other currencies' settlement files only on days that settle
+                                # them; status expects the account's every-day currency (antom.md 4)
+                                "settlement_currencies": [a.settlement_currency]}
         if sftp_port is not None:
             # the world's v1 merchant also gets a re-delivery and a truncated re-publication in two folders
             # of their own: a provider's customised tree is configured, never guessed

@@ -472,22 +472,28 @@ class _Session(asyncssh.SFTPServer):
                 owner.stats.disconnects += 1
                 data = data[:rule.offset - offset]
                 self._dropping = True
-                asyncio.get_running_loop().call_soon(_drop_when_flushed, self.connection, 0)
+                asyncio.get_running_loop().call_soon(_drop_when_flushed, self.connection, self.channel, 0)
                 break
         owner.stats.bytes_served += len(data)
         owner.stats.bytes_by_path[path] += len(data)
         return data
 
 
-def _drop_when_flushed(conn: asyncssh.SSHServerConnection, tries: int) -> None:
+def _drop_when_flushed(conn: asyncssh.SSHServerConnection, chan: asyncssh.SSHServerChannel[bytes],
+                       tries: int) -> None:
     """Abort the TCP connection (no SSH goodbye) once the last answer has left the process.
 
-    asyncssh has no public handle on its transport's write buffer; without waiting, ``abort`` would
-    discard the bytes just served and the fault would not sit at its offset. Give up waiting after ~1 s.
+    The answer may wait in two places: the SSH channel's send buffer (when the client's receive window is
+    full, e.g. several transfers in flight on one connection) and the transport's write buffer. ``abort``
+    discards both, so without waiting the bytes just served would be lost and the fault would not sit at its
+    offset (with ``every_time`` it would fire again at an offset the client never received). The channel
+    keeps draining while we wait: the connection is alive and window adjustments still arrive. Give up
+    waiting after ~2 s (a client that stopped reading).
     """
-    transport = getattr(conn, "_transport", None)
-    if transport is not None and transport.get_write_buffer_size() and tries < 200:
-        asyncio.get_running_loop().call_later(0.005, _drop_when_flushed, conn, tries + 1)
+    transport = getattr(conn, "_transport", None)  # asyncssh has no public handle on its transport
+    queued = chan.get_write_buffer_size() + (transport.get_write_buffer_size() if transport is not None else 0)
+    if queued and tries < 400:
+        asyncio.get_running_loop().call_later(0.005, _drop_when_flushed, conn, chan, tries + 1)
         return
     conn.abort()
 

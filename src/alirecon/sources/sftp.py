@@ -28,12 +28,13 @@ import json
 import logging
 import os
 import socket
+import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import asyncssh
 from tenacity import (
@@ -372,29 +373,89 @@ class SftpSource:
                 mtime = _mtime(attrs)
                 if size is None or size < 0:
                     raise TransferError(f"{entry.path}: the server does not say how large the file is")
-                start, digest = _resume_point(part, {"path": entry.path, "size": size,
-                                                     "mtime": mtime.isoformat() if mtime else None})
-                last = b"\n" if start == 0 else _last_byte(part)
-                if progress is not None:
-                    progress(entry.path, start, size)
-                with open(part, "r+b") as out:
-                    out.seek(start)
+                # local files are opened, written and fsynced on a worker thread: a slow disk must not stall
+                # the event loop that every other transfer shares (with small files, open/fsync dominate)
+                out = await asyncio.to_thread(_PartFile.open, part, {"path": entry.path, "size": size,
+                                                                     "mtime": mtime.isoformat() if mtime else None})
+                writing: asyncio.Future[None] | None = None
+                try:
+                    received = out.start
+                    if progress is not None:
+                        progress(entry.path, received, size)
                     block_size = cfg.block_size or sftp.limits.max_read_len or 16384  # asyncssh's default
-                    blocks_in = _pipelined(remote, start, size, block_size, cfg.max_requests)
-                    async with contextlib.aclosing(blocks_in) as blocks:
+                    async with contextlib.aclosing(_pipelined(remote, out.start, size, block_size,
+                                                              cfg.max_requests)) as blocks:
                         async for data in blocks:
                             watchdog.reschedule(loop.time() + cfg.timeout)
-                            out.write(data)
-                            digest.update(data)
-                            last = data[-1:]
+                            if writing is not None:  # one block on the disk while the next arrives, in order
+                                await writing
+                            writing = loop.run_in_executor(None, out.write, data)
+                            received += len(data)
                             if progress is not None:
-                                progress(entry.path, out.tell(), size)
-                    out.flush()
-                    os.fsync(out.fileno())
-                    written = out.tell()
-        if written != size:
-            raise TransferError(f"{entry.path}: received {written} of {size} bytes")
-        return Downloaded(part, digest.hexdigest(), size, mtime, last == b"\n", attempt, start)
+                                progress(entry.path, received, size)
+                    if writing is not None:
+                        await writing
+                    await asyncio.to_thread(out.finish)
+                finally:
+                    await _keep_received(writing, out)
+        if out.written != size:
+            raise TransferError(f"{entry.path}: received {out.written} of {size} bytes")
+        return Downloaded(part, out.digest.hexdigest(), size, mtime, out.last == b"\n", attempt, out.start)
+
+
+async def _keep_received(writing: asyncio.Future[None] | None, out: _PartFile) -> None:
+    """Close the part after the last block handed to the disk is written: a broken transfer keeps every byte
+    it received, so the retry resumes from there (a skipped block would make it ask again and, with a
+    fault at a fixed offset, be cut again)."""
+    try:
+        if writing is not None:
+            if not writing.done():
+                await asyncio.wait([writing])
+            if not writing.cancelled():
+                writing.exception()  # retrieved: the transfer's own error is the one reported
+    finally:
+        out.close()
+
+
+class _PartFile:
+    """A part file being appended to: its sha256 and last byte follow every write (``Downloaded``).
+
+    Written from worker threads one call at a time (the lock also makes ``close`` wait for a running write).
+    """
+
+    def __init__(self, part: Path, start: int, digest: Any) -> None:
+        self.start = self.written = start
+        self.digest = digest
+        self.last = b"\n" if start == 0 else _last_byte(part)
+        self._file: BinaryIO | None = open(part, "r+b")  # noqa: SIM115 - closed by close()
+        self._file.seek(start)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, part: Path, remote: dict[str, Any]) -> _PartFile:
+        start, digest = _resume_point(part, remote)
+        return cls(part, start, digest)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._file is None:  # the transfer was abandoned while this write waited for a thread
+                return
+            self._file.write(data)
+            self.digest.update(data)
+            self.written += len(data)
+            self.last = data[-1:]
+
+    def finish(self) -> None:
+        with self._lock:
+            assert self._file is not None
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 async def _pipelined(remote: asyncssh.SFTPClientFile, start: int, size: int, block: int,

@@ -697,24 +697,46 @@ class Workspace:
                     mtime: datetime | None, now: datetime) -> tuple[bool, RemoteFile]:
         """Record that a source lists this file; ``(True, row)`` when a complete version has the same size and
         mtime (nothing to fetch), else ``(False, open attempt row)``."""
+        return self.remote_seen_many(account, source, [Listed(remote_path, name, size, mtime)], now)[0]
+
+    def remote_seen_many(self, account: str | None, source: str, listed: Sequence[Listed],
+                         now: datetime) -> list[tuple[bool, RemoteFile]]:
+        """``remote_seen`` for a whole listing in one transaction and a few set-wise statements: per-file
+        statements made DuckDB's per-statement cost the limit of a fetch of many small files
+        (bench/sftp_bench.py)."""
+        out: list[tuple[bool, RemoteFile]] = []
+        if not listed:
+            return out
         with self._transaction():
-            rows = self._remote_rows("account IS NOT DISTINCT FROM ? AND source = ? AND remote_path = ?",
-                                     [account, source, remote_path], order="version DESC NULLS FIRST")
-            latest = next((r for r in rows if r.state == "complete"), None)
-            if latest is not None and latest.size == size and latest.mtime == mtime:
-                self.con.execute("UPDATE remote_files SET last_seen_at = ? WHERE file_id = ?", [now, latest.file_id])
-                return True, replace(latest, last_seen_at=now)
-            attempt = next((r for r in rows if r.state != "complete"), None)
-            if attempt is not None:
-                self.con.execute("UPDATE remote_files SET name = ?, size = ?, mtime = ?, last_seen_at = ? "
-                                 "WHERE file_id = ?", [name, size, mtime, now, attempt.file_id])
-                return False, replace(attempt, name=name, size=size, mtime=mtime, last_seen_at=now)
-            file_id = int(scalar(self.con, "SELECT coalesce(max(file_id), 0) + 1 FROM remote_files"))
-            self.con.execute(
-                "INSERT INTO remote_files (file_id, account, source, remote_path, name, size, mtime, republished, "
-                "state, attempts, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, false, 'listed', 0, ?, ?)",
-                [file_id, account, source, remote_path, name, size, mtime, now, now])
-        return False, self._remote_row(file_id)
+            known: dict[str, list[RemoteFile]] = {}
+            for row in self._remote_rows("account IS NOT DISTINCT FROM ? AND source = ? AND "
+                                         "list_contains(?, remote_path)",
+                                         [account, source, sorted({e.remote_path for e in listed})],
+                                         order="version DESC NULLS FIRST"):
+                known.setdefault(row.remote_path, []).append(row)
+            touched: dict[int, RemoteFile] = {}  # file_id -> its row as it will be (complete rows seen again,
+            inserted: set[int] = set()           # attempts refreshed, new attempts)
+            next_id = int(scalar(self.con, "SELECT coalesce(max(file_id), 0) + 1 FROM remote_files"))
+            for e in listed:
+                rows = known.setdefault(e.remote_path, [])
+                latest = next((r for r in rows if r.state == "complete"), None)
+                if latest is not None and latest.size == e.size and latest.mtime == e.mtime:
+                    touched[latest.file_id] = replace(latest, last_seen_at=now)
+                    out.append((True, touched[latest.file_id]))
+                    continue
+                attempt = next((r for r in rows if r.state != "complete"), None)
+                if attempt is None:
+                    attempt = RemoteFile(next_id, account, source, e.remote_path, e.name, e.size, e.mtime, None, None,
+                                         False, "listed", None, 0, now, now, None, None)
+                    inserted.add(next_id)
+                    rows.insert(0, attempt)
+                    next_id += 1
+                touched[attempt.file_id] = replace(attempt, name=e.name, size=e.size, mtime=e.mtime, last_seen_at=now)
+                rows[rows.index(attempt)] = touched[attempt.file_id]
+                out.append((False, touched[attempt.file_id]))
+            self._remote_write([r for r in touched.values() if r.file_id in inserted],
+                               [r for r in touched.values() if r.file_id not in inserted])
+        return [(skip, touched[row.file_id]) for skip, row in out]
 
     def remote_failed(self, file_id: int, reason: str, now: datetime, *, sha256: str | None = None) -> RemoteFile:
         """An attempt failed (``sha256`` None) or brought bytes that are not complete yet (``sha256`` given)."""
@@ -729,25 +751,48 @@ class Workspace:
         """Complete the open attempt ``file_id`` with archived bytes: ``new`` (version 1), ``republished`` (other
         bytes than every earlier version: a new version) or ``unchanged`` (an earlier version's bytes: that row
         is refreshed and the attempt row dropped)."""
+        return self.remote_fetched_many([Fetched(file_id, sha256, size, mtime)], now)[0]
+
+    def remote_fetched_many(self, fetched: Sequence[Fetched], now: datetime) -> list[tuple[str, RemoteFile]]:
+        """``remote_fetched`` for a batch of attempts in one transaction (see ``remote_seen_many`` for why)."""
+        if not fetched:
+            return []
         with self._transaction():
-            attempt = self._remote_row(file_id)
-            if attempt.state == "complete":  # already recorded (a re-run after a crash)
-                return "unchanged", attempt
-            versions = self._remote_rows(
-                "account IS NOT DISTINCT FROM ? AND source = ? AND remote_path = ? AND state = 'complete'",
-                [attempt.account, attempt.source, attempt.remote_path], order="version DESC")
-            same = next((r for r in versions if r.sha256 == sha256), None)
-            if same is not None:
-                self.con.execute("UPDATE remote_files SET size = ?, mtime = ?, last_seen_at = ? WHERE file_id = ?",
-                                 [size, mtime, now, same.file_id])
-                self.con.execute("DELETE FROM remote_files WHERE file_id = ?", [file_id])
-                return "unchanged", self._remote_row(same.file_id)
-            version = (versions[0].version or 0) + 1 if versions else 1
-            self.con.execute(
-                "UPDATE remote_files SET sha256 = ?, size = ?, mtime = ?, version = ?, republished = ?, "
-                "state = 'complete', reason = NULL, last_seen_at = ?, fetched_at = ? WHERE file_id = ?",
-                [sha256, size, mtime, version, version > 1, now, now, file_id])
-        return ("new" if version == 1 else "republished"), self._remote_row(file_id)
+            attempts = {r.file_id: r for r in self._remote_rows("list_contains(?, file_id)",
+                                                                 [[f.file_id for f in fetched]])}
+            missing = [f.file_id for f in fetched if f.file_id not in attempts]
+            if missing:
+                raise errors.AlireconError(f"no remote file {missing[0]} in the manifest")
+            versions: dict[tuple[str | None, str, str], list[RemoteFile]] = {}
+            for row in self._remote_rows("state = 'complete' AND list_contains(?, remote_path)",
+                                         [sorted({a.remote_path for a in attempts.values()})], order="version DESC"):
+                versions.setdefault((row.account, row.source, row.remote_path), []).append(row)
+            out: list[tuple[str, RemoteFile]] = []
+            changed: dict[int, RemoteFile] = {}
+            dropped: list[int] = []
+            for f in fetched:
+                attempt = changed.get(f.file_id, attempts[f.file_id])
+                if attempt.state == "complete":  # already recorded (a re-run after a crash)
+                    out.append(("unchanged", attempt))
+                    continue
+                earlier = versions.setdefault((attempt.account, attempt.source, attempt.remote_path), [])
+                same = next((r for r in earlier if r.sha256 == f.sha256), None)
+                if same is not None:
+                    changed[same.file_id] = replace(same, size=f.size, mtime=f.mtime, last_seen_at=now)
+                    earlier[earlier.index(same)] = changed[same.file_id]
+                    dropped.append(f.file_id)
+                    out.append(("unchanged", changed[same.file_id]))
+                    continue
+                version = (earlier[0].version or 0) + 1 if earlier else 1
+                changed[f.file_id] = replace(attempt, sha256=f.sha256, size=f.size, mtime=f.mtime, version=version,
+                                             republished=version > 1, state="complete", reason=None,
+                                             last_seen_at=now, fetched_at=now)
+                earlier.insert(0, changed[f.file_id])
+                out.append(("new" if version == 1 else "republished", changed[f.file_id]))
+            if dropped:
+                self.con.execute("DELETE FROM remote_files WHERE list_contains(?, file_id)", [dropped])
+            self._remote_write([], [r for r in changed.values() if r.file_id not in dropped])
+        return out
 
     def remote_to_ingest(self, account: str | None = None, source: str | None = None) -> list[RemoteFile]:
         """Complete files not yet handed to ``ingest`` (a crash between fetch and ingest leaves some)."""
@@ -766,6 +811,22 @@ class Workspace:
             "LEFT JOIN files f ON f.sha256 = r.sha256 AND r.state = 'complete' "
             "WHERE $account IS NULL OR r.account = $account ORDER BY r.account, r.source, r.remote_path, r.file_id",
             params={"account": account}).to_arrow_table()
+
+    def _remote_write(self, inserts: Sequence[RemoteFile], updates: Sequence[RemoteFile]) -> None:
+        """Insert new manifest rows and overwrite existing ones (every column) from Arrow, set-wise."""
+        names = [f.name for f in fields(RemoteFile)]
+        for rows, statement in ((inserts, "INSERT INTO remote_files ({cols}) SELECT {cols} FROM _remote_rows_in"),
+                                (updates, "UPDATE remote_files SET {sets} FROM _remote_rows_in u "
+                                          "WHERE remote_files.file_id = u.file_id")):
+            if not rows:
+                continue
+            table = pa.Table.from_pylist([{n: getattr(r, n) for n in names} for r in rows], schema=_REMOTE_ARROW)
+            self.con.register("_remote_rows_in", table)
+            try:
+                self.con.execute(statement.format(cols=", ".join(_q(n) for n in names),
+                                                  sets=", ".join(f"{_q(n)} = u.{_q(n)}" for n in names[1:])))
+            finally:
+                self.con.unregister("_remote_rows_in")
 
     def _remote_row(self, file_id: int) -> RemoteFile:
         rows = self._remote_rows("file_id = ?", [file_id])
@@ -800,6 +861,35 @@ class RemoteFile:
     last_seen_at: datetime
     fetched_at: datetime | None
     ingested_at: datetime | None
+
+
+_TS = pa.timestamp("us", tz="UTC")
+_REMOTE_ARROW = pa.schema([("file_id", pa.int64()), ("account", pa.string()), ("source", pa.string()),
+                           ("remote_path", pa.string()), ("name", pa.string()), ("size", pa.int64()),
+                           ("mtime", _TS), ("sha256", pa.string()), ("version", pa.int32()),
+                           ("republished", pa.bool_()), ("state", pa.string()), ("reason", pa.string()),
+                           ("attempts", pa.int32()), ("first_seen_at", _TS), ("last_seen_at", _TS),
+                           ("fetched_at", _TS), ("ingested_at", _TS)])
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A file as a source lists it (``remote_seen_many``)."""
+
+    remote_path: str
+    name: str
+    size: int
+    mtime: datetime | None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An attempt's bytes, archived (``remote_fetched_many``)."""
+
+    file_id: int
+    sha256: str
+    size: int
+    mtime: datetime | None
 
 
 @dataclass(frozen=True)

@@ -411,6 +411,9 @@ def sandbox_serve(
         help="Public key file(s) (.pub or authorized_keys) also accepted for the user.")] = None,
     host_key: Annotated[Path | None, typer.Option(
         help="Host private key file, created when missing (keeps known_hosts valid across runs).")] = None,
+    password_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the user's password (default: a generated one, written to "
+             "<world>/sftp-password, mode 0600).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve a synthetic provider world over SFTP on loopback, on simulated time, until Ctrl-C."""
@@ -430,18 +433,32 @@ def sandbox_serve(
         root = directory or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alirecon-sandbox-")))
         sftp.ensure_world(root, seed=seed, days=days)
         clock = SimClock(datetime.fromisoformat(start) if start else sftp.default_start(root), speed=speed)
-        password = secrets.token_urlsafe(18)
+        # a throwaway password, kept out of the terminal and --json (secrets never reach output): it is in a
+        # file only its owner can read, or in the environment variable the caller named
+        password = os.environ.get(password_env, "") if password_env else ""
+        if password_env and not password:
+            raise typer.BadParameter(f"the environment variable {password_env} is empty or unset",
+                                     param_hint="--password-env")
+        password_file = None
+        if not password:
+            password = secrets.token_urlsafe(18)
+            password_file = root / "sftp-password"
+            password_file.unlink(missing_ok=True)
+            with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(password + "\n")
         keys = [line for p in authorized_key or [] for line in p.read_text(encoding="utf-8").splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
         server = sftp.SandboxServer(sftp.ProviderTree.from_world_dir(root), clock, users={user: password},
                                     authorized_keys={user: keys} if keys else None,
                                     host_key=sftp.load_host_key(host_key) if host_key else None)
         stack.enter_context(sftp.ServerThread(server, port=port))
-        details = sftp.connection_details(server, user, password) | {"world": str(root.resolve())}
+        details = sftp.connection_details(server, user) | {
+            "world": str(root.resolve()),
+            "password_from": f"${password_env}" if password_file is None else str(password_file.resolve())}
         if as_json:
             sys.stdout.write(json.dumps(details) + "\n")
         else:
-            for key in ("host", "port", "user", "password", "fingerprint", "simulated_now", "speed", "world"):
+            for key in ("host", "port", "user", "password_from", "fingerprint", "simulated_now", "speed", "world"):
                 console.print(f"{key:>14}: {details[key]}", highlight=False)
             console.print(f"    known_hosts: {details['known_hosts']}", highlight=False, soft_wrap=True)
             console.print(f"sftp -P {server.port} -o UserKnownHostsFile=<file with the line above> "

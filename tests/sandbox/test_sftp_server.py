@@ -526,11 +526,15 @@ def test_cli_serve_prints_working_connection_details_and_stops_on_ctrl_c(world: 
         details = json.loads(proc.stdout.readline())
         assert details["simulated_now"] == "2026-11-06T01:30:00+00:00"
         assert details["known_hosts"].startswith(f"[127.0.0.1]:{details['port']} ssh-ed25519 ")
+        password_file = Path(details["password_from"])
+        assert "password" not in details and password_file.stat().st_mode & 0o777 == 0o600
+        password = password_file.read_text(encoding="utf-8").strip()
+        assert password not in json.dumps(details)
 
         async def listing() -> set[str]:
             known = asyncssh.import_known_hosts(details["known_hosts"] + "\n")
             async with asyncssh.connect(details["host"], details["port"], username=details["user"],
-                                        password=details["password"], known_hosts=known) as conn, \
+                                        password=password, known_hosts=known) as conn, \
                     conn.start_sftp_client() as sftp:
                 return await walk(sftp)
 

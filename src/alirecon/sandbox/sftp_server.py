@@ -739,15 +739,12 @@ class ServerThread:
         self.stop()
 
 
-def connection_details(server: SandboxServer, user: str, password: str | None = None) -> dict[str, Any]:
-    """What a client needs to connect to a started server (``alirecon sandbox serve`` prints it).
-
-    The password is the sandbox's throwaway, generated per run for a loopback server: printing it is the
-    point (a real provider's credentials never pass through here).
-    """
+def connection_details(server: SandboxServer, user: str) -> dict[str, Any]:
+    """What a client needs to connect to a started server (``alirecon sandbox serve`` prints it), except the
+    password: output never carries a credential, not even the sandbox's throwaway one."""
     if server.port is None:
         raise RuntimeError("the server has not started")
-    return {"host": server.host, "port": server.port, "user": user, "password": password,
+    return {"host": server.host, "port": server.port, "user": user,
             "known_hosts": server.known_hosts_line(), "host_key": server.host_key_line,
             "fingerprint": server.fingerprint, "simulated_now": server.clock.now().isoformat(),
             "speed": server.clock.speed, "retention_days": server.retention / timedelta(days=1),

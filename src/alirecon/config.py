@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .errors import ConfigError
 from .formats.engine import ParseOptions
 
-__all__ = ["AccountConfig", "AccountScheduleConfig", "LedgerConfig", "ParseConfig", "ReconcileConfig", "ScheduleConfig",
-           "SftpConfig", "WorkspaceConfig"]
+__all__ = ["AccountConfig", "AccountScheduleConfig", "LedgerConfig", "OpenApiConfig", "ParseConfig", "ReconcileConfig",
+           "ScheduleConfig", "SftpConfig", "WorkspaceConfig"]
 
 CONFIG_NAME = "alirecon.toml"
 
@@ -236,6 +236,100 @@ class SftpConfig(_Model):
                               "set sftp.directories") from None
 
 
+# -- Alipay China open platform (issue 4): alipay.data.dataservice.bill.downloadurl.query ---------------
+# Gateways: alipay-cn.md 2.1 (production from the seed and the official Python SDK; the current sandbox host
+# from fzlee/alipay, the old one from the SDK).
+ALIPAY_GATEWAY = "https://openapi.alipay.com/gateway.do"
+ALIPAY_SANDBOX_GATEWAY = "https://openapi-sandbox.dl.alipaydev.com/gateway.do"
+ALIPAY_OLD_SANDBOX_GATEWAY = "https://openapi.alipaydev.com/gateway.do"
+_BILL_TYPE_RE = re.compile(r"[A-Za-z_]{1,20}")  # bill_type is string(20) (alipay-cn.md 2.3)
+_BASE64_KEY_RE = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
+class OpenApiConfig(_Model):
+    """How to ask Alipay China's open platform for one account's bills. No secret is stored here: the private
+    key comes from a file or the environment variable named below, the app_auth_token from the environment.
+    Alipay's public key is public, so it may be written inline."""
+
+    # a secret pasted into the wrong setting must not be echoed back in the validation error
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    gateway: str = ALIPAY_GATEWAY
+    app_id: str = Field(min_length=1, max_length=32)  # alipay-cn.md 2.2
+    private_key_file: Path | None = None  # PEM (PKCS#1 or PKCS#8) or bare Base64; relative: from the workspace
+    private_key_env: str | None = None  # name of the environment variable holding the key text
+    alipay_public_key_file: Path | None = None
+    alipay_public_key: str | None = None  # PEM or bare Base64 (SubjectPublicKeyInfo)
+    sign_type: Literal["RSA2", "RSA"] = "RSA2"  # RSA2 = SHA256withRSA, RSA = SHA1withRSA (alipay-cn.md 3.1)
+    charset: Literal["utf-8", "gbk", "gb2312"] = "utf-8"
+    # ISV / main-account mode: the authorising merchant's token (a secret: only the variable's name is here)
+    app_auth_token_env: str | None = None
+    bill_types: list[str] = Field(default_factory=lambda: ["trade", "signcustomer"])
+    monthly: bool = False  # also fetch monthly bills (yyyy-MM)
+    smid: str | None = Field(None, min_length=1, max_length=20)  # only with bill_type trade_zft_merchant
+    secure: bool = True  # biz_content "secure": "true" asks for an https download link (alipay-cn.md 2.3)
+    ca_file: Path | None = None  # extra CA bundle (PEM) for the gateway and the download host
+    verify: bool = True  # TLS certificate verification; off only for a local test gateway
+    timeout: float = Field(30.0, gt=0)  # seconds per HTTP request (gateway call or bill download)
+    retries: int = Field(3, ge=0)  # further attempts after a network error, a 5xx, 20000 or a rate limit
+    backoff_initial: float = Field(1.0, ge=0)  # seconds before the first retry, doubled each time
+    backoff_max: float = Field(30.0, ge=0)
+    # SYSTEM_RATE_LIMIT / USER_RATE_LIMIT: "retry after one minute" (alipay-cn.md 2.5)
+    rate_limit_backoff: float = Field(60.0, ge=0)
+    url_refreshes: int = Field(2, ge=0)  # fresh download URLs asked for after one expired (30 s: alipay-cn.md 2.4)
+    url_validity_seconds: float = Field(30.0, gt=0)
+    max_download_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
+    # when a bill should exist [inferred]: a day's bill before 09:00 the next day, a month's by the 4th
+    # (alipay-cn.md 2.3 and 1.1); "no bill" after that plus the grace is a day without data (2.5 mapping)
+    daily_ready_time: time = time(9, 0)
+    monthly_ready_day: int = Field(4, ge=1, le=28)
+    no_bill_grace_hours: float = Field(24.0, ge=0)
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(f"gateway must be an http(s) URL such as {ALIPAY_GATEWAY}")
+        return value
+
+    @field_validator("private_key_env", "app_auth_token_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME_RE.fullmatch(value):
+            raise ValueError("must name an environment variable (letters, digits, '_'), not hold the secret")
+        return value
+
+    @field_validator("alipay_public_key")
+    @classmethod
+    def _public_key_text(cls, value: str | None) -> str | None:
+        if value is not None and "PRIVATE KEY" in value:
+            raise ValueError("alipay_public_key holds a private key: never put a private key in the config")
+        if value is not None and not (value.lstrip().startswith("-----BEGIN PUBLIC KEY-----")
+                                      or _BASE64_KEY_RE.fullmatch(value)):
+            raise ValueError("alipay_public_key must be a PEM public key or its bare Base64 text")
+        return value
+
+    @field_validator("bill_types")
+    @classmethod
+    def _bill_types(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("bill_types must name at least one bill type (trade, signcustomer, ...)")
+        for bill_type in value:
+            if not _BILL_TYPE_RE.fullmatch(bill_type):
+                raise ValueError(f"bill type {bill_type!r} must be 1-20 letters or '_' (e.g. trade, signcustomer)")
+        if len(set(value)) != len(value):
+            raise ValueError("bill_types lists a bill type twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> OpenApiConfig:
+        if (self.private_key_file is None) == (self.private_key_env is None):
+            raise ValueError("openapi needs exactly one of private_key_file or private_key_env")
+        if (self.alipay_public_key_file is None) == (self.alipay_public_key is None):
+            raise ValueError("openapi needs exactly one of alipay_public_key_file or alipay_public_key")
+        return self
+
+
 # -- Schedule (issue 3): when each report should arrive and how long the server keeps it (schedule.py,
 # status.py). Several facts are inferred, so each is a setting that names the spec fact it rests on.
 class ScheduleConfig(_Model):
@@ -283,6 +377,7 @@ class AccountConfig(_Model):
     role: Literal["MPP", "ACQP", "MERCHANT"] = "MERCHANT"
     settlement_currencies: list[str] = Field(default_factory=list)
     sftp: SftpConfig | None = None  # where to fetch this account's reports (alirecon fetch)
+    openapi: OpenApiConfig | None = None  # Alipay China open-platform bill download (issue 4)
     schedule: AccountScheduleConfig | None = None  # exceptions to the workspace's [schedule]
 
 

@@ -20,7 +20,7 @@ from .engine import ParsedFile, ParseOptions, new_connection
 
 __all__ = ["FAMILIES", "all_reports", "detect", "get_report", "parse_file"]
 
-FAMILIES = ("alipayplus", "antom")
+FAMILIES = ("alipayplus", "antom", "alipay_cn")
 
 
 @cache
@@ -50,7 +50,7 @@ def _head(path: Path, max_lines: int = 12) -> list[list[str]]:
         return [[str(c) if c is not None else "" for c in row] for row in rows[:max_lines]]
     with open(path, "rb") as f:
         data = f.read(64 * 1024)
-    text = data.decode("utf-8-sig", errors="replace")
+    text = _decode_head(data)
     lines = text.splitlines()[:max_lines]
     out: list[list[str]] = []
     for line in lines:
@@ -59,6 +59,17 @@ def _head(path: Path, max_lines: int = 12) -> list[list[str]]:
         except csv.Error:
             out.append(line.split(","))
     return out
+
+
+def _decode_head(data: bytes) -> str:
+    """UTF-8 (BOM stripped); bytes that are not UTF-8 as GB18030, the superset of the GBK that Alipay China
+    bills are written in (alipay-cn.md 5), so their first line can be recognised."""
+    complete = data[: data.rfind(b"\n") + 1] or data  # a read cut inside a character must not count
+    try:
+        complete.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("gb18030", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def detect(path: Path, name: str | None = None, reports: Sequence[ReportFormat] | None = None) -> ReportFormat:

@@ -623,3 +623,7 @@ def run_checks(ctx: CheckContext, families: set[str] | None = None) -> pa.Table:
             out.append(r.__dict__)
     out.sort(key=lambda r: (r["check_id"], r["status"] != "fail", r["scope"], r["reason_code"]))
     return pa.Table.from_pylist(out, schema=CHECK_RESULT)
+
+
+# Family modules register their checks on import (kept last: they import the helpers above).
+from . import checks_alipay_cn  # noqa: E402,F401

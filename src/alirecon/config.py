@@ -27,7 +27,9 @@ CONFIG_NAME = "alirecon.toml"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # a secret pasted into the wrong setting (a password where a variable's name belongs) must not be
+    # echoed back: validation errors name the setting and the rule, never the value
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class ParseConfig(_Model):
@@ -250,9 +252,6 @@ class OpenApiConfig(_Model):
     """How to ask Alipay China's open platform for one account's bills. No secret is stored here: the private
     key comes from a file or the environment variable named below, the app_auth_token from the environment.
     Alipay's public key is public, so it may be written inline."""
-
-    # a secret pasted into the wrong setting must not be echoed back in the validation error
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     gateway: str = ALIPAY_GATEWAY
     app_id: str = Field(min_length=1, max_length=32)  # alipay-cn.md 2.2

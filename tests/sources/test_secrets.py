@@ -103,3 +103,21 @@ def test_key_and_passphrase_never_appear(tmp_path: Path, small_world: World, mon
         outputs.append(workspace_bytes(tmp_path / "ws"))
         for text in outputs:
             assert_clean(text, secrets)
+
+
+def test_a_secret_pasted_into_a_setting_is_not_echoed_by_config_errors(tmp_path: Path) -> None:
+    """A password where the variable's name belongs is refused, and the refusal does not repeat it."""
+    from alirecon.config import WorkspaceConfig
+
+    bad = {"accounts": [{"name": "a", "family": "antom", "account_id": "1",
+                         "sftp": {"host": "127.0.0.1", "username": "u", "password_env": PASSWORD}}]}
+    with pytest.raises(ValueError) as refused:
+        WorkspaceConfig.model_validate(bad)
+    assert "password_env" in str(refused.value)
+    assert_clean(str(refused.value), [PASSWORD])
+    (tmp_path / "alirecon.toml").write_text(f'[[accounts]]\nname = "a"\nfamily = "antom"\naccount_id = "1"\n'
+                                            f'[accounts.sftp]\nhost = "127.0.0.1"\nusername = "u"\n'
+                                            f'password_env = "{PASSWORD}"\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["status", "--workspace", str(tmp_path), "--json"])
+    assert result.exit_code == 2
+    assert_clean(result.output, [PASSWORD])

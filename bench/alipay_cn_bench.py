@@ -18,13 +18,10 @@ Not a timed test: it prints figures.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
-from _child import run_child  # bench/ is on sys.path when a script here runs
+from _child import print_machine, rows_arguments, run_child  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parent
 ACCOUNT = "20887217759422330156"
@@ -112,15 +109,8 @@ def bench(n: int, workdir: Path, mem: str, repeat: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, action="append", help="N (repeatable); default 1000000")
-    ap.add_argument("--workdir", type=Path, default=HERE / "out")
-    ap.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit for every run")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each side; the best is reported")
-    args = ap.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-          f"Python {platform.python_version()}")
+    args = rows_arguments(__doc__, HERE / "out")
+    print_machine()
     for n in args.rows or [1_000_000]:
         r = bench(n, args.workdir, args.memory_limit, args.repeat)
         print(json.dumps(r, indent=2, ensure_ascii=False))

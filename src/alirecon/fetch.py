@@ -365,8 +365,13 @@ class _Recorder:
 
 
 def _check_and_archive(ws: Workspace, name: str, got: Downloaded) -> tuple[errors.FormatError | None, PutResult]:
-    problem = structural_problem(got.part, name, got.size, got.ends_with_newline)
-    return problem, ws.archive.put_file(got.part, move=True)  # linked, not copied
+    """On a worker thread: the structure check, the archive's link and the part's clean-up (on this kind of
+    machine each file-system call costs about as much as a small file's transfer)."""
+    try:
+        problem = structural_problem(got.part, name, got.size, got.ends_with_newline)
+        return problem, ws.archive.put_file(got.part, move=True)  # linked, not copied
+    finally:
+        _discard(got.part)
 
 
 async def _settle(ws: Workspace, entry: RemoteEntry, file_id: int, got: Downloaded, now: datetime,
@@ -382,8 +387,6 @@ async def _settle(ws: Workspace, entry: RemoteEntry, file_id: int, got: Download
         reason = f"{type(exc).__name__}: {exc}"[:500]
         ws.remote_failed(file_id, reason, now)
         return replace(base, error=reason, code="archive")
-    finally:
-        _discard(got.part)
     if problem is not None:
         ws.remote_failed(file_id, str(problem), now, sha256=put.sha256)
         return replace(base, status="incomplete", sha256=put.sha256, error=str(problem), code=problem.code)

@@ -86,11 +86,13 @@ def test_workspace_commands_end_to_end(world: World, tmp_path: Path) -> None:
     code, out = run("init", str(ws), "--json")
     assert code == 0 and Path(out["workspace"]) == ws.resolve()
     world_config(world).dump(ws / "alirecon.toml")
-    code, out = run("ingest", "-w", str(ws), str(world.provider), "--json")
+    bills = _cn_bills(world, tmp_path / "bills")  # the Alipay China bills, as the API's zips hold them
+    code, out = run("ingest", "-w", str(ws), str(world.provider), str(bills), "--json")
     assert code == 1  # the world holds one truncated file: quarantined, others loaded
-    assert out["counts"] == {"new": len(world.files) - 2, "duplicate": 1, "quarantined": 1, "failed": 0}
-    code, out = run("ingest", "-w", str(ws), str(world.provider), "--json")
-    assert out["counts"]["new"] == 0 and out["counts"]["duplicate"] == len(world.files)
+    total = len(world.files) + len(list(bills.iterdir()))
+    assert out["counts"] == {"new": total - 2, "duplicate": 1, "quarantined": 1, "failed": 0}
+    code, out = run("ingest", "-w", str(ws), str(world.provider), str(bills), "--json")
+    assert out["counts"]["new"] == 0 and out["counts"]["duplicate"] == total
     truth = load_truth(world.root / "truth.json")
     code, out = run("check", "-w", str(ws), "--json")
     assert code == 1 and out["failures"] == len(truth["check_failures"])
@@ -101,6 +103,17 @@ def test_workspace_commands_end_to_end(world: World, tmp_path: Path) -> None:
     assert listed["count"] == sum(1 for e in truth["exceptions"] if e["exception_class"] == "amount_mismatch")
     code, text = run("exceptions", "-w", str(ws))
     assert code == 1 and "Exceptions by class" in text
+
+
+def _cn_bills(world: World, out: Path) -> Path:
+    """Every CSV of the world's Alipay China bill zips, extracted into ``out``."""
+    from alirecon.sources.billzip import extract_bill_zip
+
+    out.mkdir()
+    for zipped in sorted((world.root / "alipay_cn").rglob("*.zip")):
+        for entry in extract_bill_zip(zipped.read_bytes(), zipped.name):
+            (out / entry.basename).write_bytes(entry.data)
+    return out
 
 
 def test_one_shot_reconcile(world: World, tmp_path: Path) -> None:

@@ -57,9 +57,15 @@ def test_every_published_file_was_fetched_once(demo) -> None:
     import json
 
     publish = json.loads((demo.root / "world" / "publish.json").read_text(encoding="utf-8"))
-    done = [f.path.lstrip("/") for s in demo.fetches for f in s.files if f.status in ("new", "republished")]
+    done = [f.path.lstrip("/") for s in demo.fetches if s.source == "sftp" for f in s.files
+            if f.status in ("new", "republished")]
     truncated = {q["path"] for q in demo.truth["quarantined"]}
     assert sorted(done) == sorted(p for p in publish if p not in truncated)
+    # the Alipay China bills: each bill type of each day once, through the open-platform API
+    bills = [f.path for s in demo.fetches if s.source == "openapi" for f in s.files if f.status == "new"]
+    zips = {(z.parent.name, z.name[:8]) for z in (demo.root / "world" / "alipay_cn").rglob("*.csv.zip")}
+    assert len(zips) == 2 * 7
+    assert sorted(bills) == sorted(f"{kind}/{d[:4]}-{d[4:6]}-{d[6:]}" for kind, d in zips)
 
 
 def test_exceptions_carry_lineage_to_file_and_line(demo) -> None:
@@ -78,16 +84,19 @@ def test_cycle_boundary_payments_land_in_their_own_day(demo) -> None:
     try:
         for b in demo.truth["boundaries"]:
             rows = ws.con.execute(
-                "SELECT l.occurred_at, json_extract_string(f.meta, '$.date'), l.clearing_batch_id, l.report "
+                "SELECT l.occurred_at, coalesce(json_extract_string(f.meta, '$.date'), "
+                "json_extract_string(f.meta, '$.bill_date')), l.clearing_batch_id, l.report "
                 "FROM report_lines l JOIN files f ON f.sha256 = l.source_sha256 "
-                "WHERE l.merchant_ref_id = ? AND l.report = 'transaction_detail' AND f.status = 'parsed'",
-                [b["merchant_ref_id"]]).fetchall()
+                "WHERE l.merchant_ref_id = ? AND l.report IN ('transaction_detail', 'trade_detail') "
+                "AND f.status = 'parsed'", [b["merchant_ref_id"]]).fetchall()
             assert rows, b
             day = date.fromisoformat(b["clearing_date"])
             for occurred, file_date, batch, _ in rows:
                 assert occurred.astimezone(UTC8).date() == day
                 if b["family"] == "antom":
                     assert file_date == day.strftime("%Y%m%d")
+                elif b["family"] == "alipay_cn":  # the daily bill of that day (its period line)
+                    assert file_date == day.isoformat()
                 else:
                     assert batch.startswith(day.strftime("%Y%m%d"))
         times = sorted(b["occurred_at"][11:] for b in demo.truth["boundaries"])
@@ -106,7 +115,7 @@ def test_rerun_is_idempotent(demo) -> None:
         files = sorted((demo.root / "world" / "provider").rglob("*.*"))
         again = ws.ingest(files)
         # every file the fetches completed is known; the truncated one, refused at fetch, is quarantined now
-        assert len(files) == len(demo.ingest.files) + 1
+        assert len(files) == len([o for o in demo.ingest.files if o.family != "alipay_cn"]) + 1
         assert again.count("new") == 0 and again.count("duplicate") == len(files) - 1
         (bad,) = [o for o in again.files if o.status == "quarantined"]
         assert "truncated_file" in {p.code for p in bad.problems}

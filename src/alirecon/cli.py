@@ -395,6 +395,42 @@ sandbox_app = typer.Typer(no_args_is_help=True, help="The offline provider: a sy
 app.add_typer(sandbox_app, name="sandbox")
 
 
+SANDBOX_ALIPAY_APP_ID = "2021000000000001"  # the format of a real app_id (alipay-cn.md 2.2)
+SANDBOX_ALIPAY_PID = "2088000000000001"  # a 16-digit PID (2088...) for a world without Alipay China bills
+SANDBOX_ALIPAY_KEY = "alipay-app-key.pem"
+
+
+@contextmanager
+def _sandbox_gateway(root: Path, clock: Any, app_id: str, pid: str | None) -> Iterator[dict[str, str]]:
+    """Start the Alipay China gateway on loopback over ``<root>/alipay_cn`` (``<pid>/<bill_type>/<date>.csv.zip``)
+    with one app. The app's private key is written to ``<root>/alipay-app-key.pem`` (mode 0600) and kept across
+    runs, so a workspace configured once stays valid; what is returned (and printed) holds no private key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from .sandbox.alipay_gateway import AlipayGateway, DirectoryBillStore
+    from .sources.openapi import load_private_key
+
+    bills = root / "alipay_cn"
+    if pid is None:
+        folders = sorted(p.name for p in bills.iterdir() if p.is_dir() and p.name.isdigit()) if bills.is_dir() else []
+        pid = folders[0][:16] if folders else SANDBOX_ALIPAY_PID
+    key_file = root / SANDBOX_ALIPAY_KEY
+    if key_file.is_file():
+        key = load_private_key(key_file.read_bytes(), what=str(key_file))
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            out.write(pem)
+    gateway = AlipayGateway(clock, DirectoryBillStore(bills))
+    gateway.register_app(app_id, key.public_key(), pid)
+    with gateway:
+        yield {"gateway": gateway.url, "app_id": app_id, "pid": pid, "private_key_file": str(key_file.resolve()),
+               "alipay_public_key": gateway.alipay_public_key_pem, "bills": str(bills.resolve())}
+
+
 @sandbox_app.command("serve")
 @guarded
 def sandbox_serve(
@@ -414,9 +450,15 @@ def sandbox_serve(
     password_env: Annotated[str | None, typer.Option(
         help="Environment variable holding the user's password (default: a generated one, written to "
              "<world>/sftp-password, mode 0600).")] = None,
+    alipay_app_id: Annotated[str, typer.Option(help="The Alipay China gateway's app_id for the client.")]
+    = SANDBOX_ALIPAY_APP_ID,
+    alipay_pid: Annotated[str | None, typer.Option(
+        help="PID (2088...) owning the app (default: the first folder under <world>/alipay_cn, else "
+             f"{SANDBOX_ALIPAY_PID}).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Serve a synthetic provider world over SFTP on loopback, on simulated time, until Ctrl-C."""
+    """Serve a synthetic provider world over SFTP on loopback, on simulated time, until Ctrl-C; beside it the
+    Alipay China open-platform gateway (the same clock), serving the bill zips under <world>/alipay_cn."""
     import secrets
     import signal
     import time
@@ -452,15 +494,20 @@ def sandbox_serve(
                                     authorized_keys={user: keys} if keys else None,
                                     host_key=sftp.load_host_key(host_key) if host_key else None)
         stack.enter_context(sftp.ServerThread(server, port=port))
+        gateway = stack.enter_context(_sandbox_gateway(root, clock, alipay_app_id, alipay_pid))
         details = sftp.connection_details(server, user) | {
             "world": str(root.resolve()),
-            "password_from": f"${password_env}" if password_file is None else str(password_file.resolve())}
+            "password_from": f"${password_env}" if password_file is None else str(password_file.resolve()),
+            "alipay": gateway}
         if as_json:
             sys.stdout.write(json.dumps(details) + "\n")
         else:
             for key in ("host", "port", "user", "password_from", "fingerprint", "simulated_now", "speed", "world"):
                 console.print(f"{key:>14}: {details[key]}", highlight=False)
             console.print(f"    known_hosts: {details['known_hosts']}", highlight=False, soft_wrap=True)
+            for key in ("gateway", "app_id", "pid", "private_key_file"):
+                console.print(f"{'alipay ' + key:>14}: {gateway[key]}", highlight=False)
+            console.print(f"alipay public key:\n{gateway['alipay_public_key']}", highlight=False, soft_wrap=True)
             console.print(f"sftp -P {server.port} -o UserKnownHostsFile=<file with the line above> "
                           f"{user}@{server.host}   (Ctrl-C stops)", highlight=False, soft_wrap=True)
         sys.stdout.flush()
@@ -554,6 +601,8 @@ def _print_fetch(summaries: Sequence[Any]) -> None:
     for s in summaries:
         if s.error:
             err_console.print(f"[red]{s.account}: {s.error}[/red]", soft_wrap=True)
+        for note in s.notes:
+            console.print(f"  [yellow]{s.account}[/yellow]: {note}", highlight=False, soft_wrap=True)
         for f in s.files:
             if f.status in ("failed", "incomplete", "refused"):
                 console.print(f"  [red]{f.status}[/red] {f.path}: {f.error}", highlight=False, soft_wrap=True)
@@ -567,7 +616,8 @@ def _print_fetch(summaries: Sequence[Any]) -> None:
 @guarded
 def fetch(
     workspace: WorkspaceOpt = Path("."),
-    account: Annotated[list[str] | None, typer.Option(help="Only this account (repeatable); default: all with sftp.")]
+    account: Annotated[list[str] | None, typer.Option(
+        help="Only this account (repeatable); default: all with sftp or openapi settings.")]
     = None,
     since: Annotated[str | None, typer.Option(help="First directory date, YYYY-MM-DD (default: until - window_days).")]
     = None,
@@ -581,7 +631,8 @@ def fetch(
         help="Pretend it is this time (ISO 8601 with offset), e.g. the sandbox server's simulated now.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download new report files over SFTP (or import a folder), archive them, record them and ingest them."""
+    """Download new report files over SFTP or Alipay China bills through the open platform (or import a folder),
+    archive them, record them and ingest them."""
     from .fetch import FetchSummary, fetch_account, workspace_lock
     from .sources.folder import import_folder
 
@@ -595,17 +646,20 @@ def fetch(
             summaries.append(import_folder(ws, folder, account=account[0] if account else None, now=at,
                                            progress=bars))
         else:
-            chosen = [a for a in ws.config.accounts if a.sftp is not None and (not account or a.name in account)]
+            chosen = [a for a in ws.config.accounts if (a.sftp is not None or a.openapi is not None)
+                      and (not account or a.name in account)]
             missing = sorted(set(account or ()) - {a.name for a in chosen})
             if missing or not chosen:
-                raise errors.ConfigError(f"no account with [accounts.sftp] settings named {', '.join(missing)}"
-                                         if missing else "no account has [accounts.sftp] settings")
+                raise errors.ConfigError(
+                    f"no account with [accounts.sftp] or [accounts.openapi] settings named {', '.join(missing)}"
+                    if missing else "no account has [accounts.sftp] or [accounts.openapi] settings")
             for acc in chosen:
                 try:
                     summaries.append(fetch_account(ws, acc, since=first, until=last, now=at, progress=bars,
                                                    accept_new_host_key=accept_new_host_key or None))
                 except errors.AlireconError as exc:  # this account's problem; the others still run
-                    summaries.append(FetchSummary(acc.name, "sftp", error=f"{type(exc).__name__}: {exc}"))
+                    source = "sftp" if acc.sftp is not None else "openapi"
+                    summaries.append(FetchSummary(acc.name, source, error=f"{type(exc).__name__}: {exc}"))
     if as_json:
         _emit({"ok": all(s.ok for s in summaries), "accounts": [s.to_dict() for s in summaries]})
     else:

@@ -81,7 +81,9 @@ MATCH_KEYS = {
     "order_id": "order_id",
 }
 MatchKey = Literal["merchant_ref_id", "provider_txn_id", "order_id"]
-_DEFAULT_MATCH_KEYS: dict[str, MatchKey] = {"antom": "merchant_ref_id", "alipayplus": "merchant_ref_id"}
+# alipay_cn: 商户订单号, and a refund's own 退款批次号/请求号 (alipay-cn.md 6.3 #1, #21; formats/alipay_cn.py)
+_DEFAULT_MATCH_KEYS: dict[str, MatchKey] = {"antom": "merchant_ref_id", "alipayplus": "merchant_ref_id",
+                                            "alipay_cn": "merchant_ref_id"}
 
 
 class LedgerConfig(_Model):
@@ -148,6 +150,7 @@ class ReconcileConfig(_Model):
         default_factory=lambda: {
             "antom": ["transaction_detail", "settlement_detail"],
             "alipayplus": ["transaction_detail"],
+            "alipay_cn": ["trade_detail"],  # the trade bill (业务明细): one line per trade and refund
         }
     )
     # family -> the canonical field that identifies a record on both sides (antom.md AN-8: the merchant's

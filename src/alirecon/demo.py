@@ -1,9 +1,10 @@
 """``alirecon demo``: a synthetic world served over real SFTP, the whole pipeline, the verdict.
 
-Why: one command shows what alirecon does on realistic files (four accounts, two families, several
-currencies including JPY and KWD, weekend settlements, injected faults) and proves it found exactly what
+Why: one command shows what alirecon does on realistic files (five accounts, three families, several
+currencies including JPY, KWD and CNY, weekend settlements, injected faults) and proves it found exactly what
 was injected, with nothing extra. The provider's files are not read from disk: the sandbox SFTP server
-publishes them on a simulated clock, and alirecon fetches every simulated morning as its hourly job would.
+publishes them on a simulated clock, the sandbox open-platform gateway hands out the Alipay China bills on
+the same clock, and alirecon fetches every simulated morning as its hourly job would.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.console import Console
 from rich.table import Table
 
@@ -25,22 +28,27 @@ from .clock import UTC8
 from .config import DEFAULT_DIRECTORIES, AccountConfig, LedgerConfig, WorkspaceConfig
 from .fetch import FetchSummary, fetch_account
 from .pipeline import CheckRun, ReconcileRun
+from .sandbox.alipay_gateway import AlipayGateway, DirectoryBillStore
 from .sandbox.clock import SimClock
 from .sandbox.model import WorldSpec
 from .sandbox.sftp_server import ProviderTree, SandboxServer, ServerThread
 from .sandbox.truth import TruthDiff, compare, load_truth
 from .sandbox.world import ACCOUNTS, World, build_world
+from .sandbox.world_cn import CN_MERCHANT
 from .warehouse import FileOutcome, IngestReport, LedgerIngest, Workspace
 
 DEMO_USER = "demo"
 PASSWORD_ENV = "ALIRECON_DEMO_SFTP_PASSWORD"  # the sandbox's throwaway password, set for the run only
+DEMO_APP_ID = "2021000000000001"  # the Alipay China merchant's open-platform application
+APP_KEY_FILE = "alipay-app-key.pem"  # its private key, generated per world (mode 0600)
 
 __all__ = ["DemoResult", "run_demo", "world_config"]
 
 
-def world_config(world: World, sftp_port: int | None = None) -> WorkspaceConfig:
+def world_config(world: World, sftp_port: int | None = None, gateway: AlipayGateway | None = None) -> WorkspaceConfig:
     """The workspace configuration a user of these accounts would write (with ``sftp_port``: fetching from
-    the sandbox server on loopback, the password in ``PASSWORD_ENV``)."""
+    the sandbox server on loopback, the password in ``PASSWORD_ENV``; with ``gateway``: the Alipay China
+    merchant's bills from that sandbox gateway, the app key in ``APP_KEY_FILE``)."""
     ledgers = [LedgerConfig.model_validate({**spec, "path": str(world.root / spec["path"])}) for spec in world.ledgers]
     accounts = []
     for a in ACCOUNTS:
@@ -59,7 +67,29 @@ def world_config(world: World, sftp_port: int | None = None) -> WorkspaceConfig:
                             "password_env": PASSWORD_ENV, "directories": directories, "retries": 2,
                             "backoff_initial": 0.05}
         accounts.append(AccountConfig.model_validate(data))
+    cn: dict[str, Any] = {"name": f"alipay_cn-merchant-{CN_MERCHANT.account_id}", "family": "alipay_cn",
+                          "account_id": CN_MERCHANT.account_id, "role": "MERCHANT", "settlement_currencies": ["CNY"]}
+    if gateway is not None:
+        # http on loopback: ``secure`` false asks the gateway for http download links (alipay-cn.md 2.3)
+        cn["openapi"] = {"gateway": gateway.url, "app_id": DEMO_APP_ID, "secure": False,
+                         "private_key_file": str(world.root / APP_KEY_FILE),
+                         "alipay_public_key": gateway.alipay_public_key_pem, "retries": 1, "backoff_initial": 0.05}
+    accounts.append(AccountConfig.model_validate(cn))
     return WorkspaceConfig(ledgers=ledgers, accounts=accounts)
+
+
+def _gateway(world: World, clock: SimClock) -> AlipayGateway:
+    """The open-platform gateway (started by ``with``) serving the world's Alipay China bills, with the
+    merchant's app registered; the app's private key written where the configuration points (mode 0600)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = world.root / APP_KEY_FILE
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    gateway = AlipayGateway(clock, DirectoryBillStore(world.root / "alipay_cn"))
+    gateway.register_app(DEMO_APP_ID, key.public_key(), CN_MERCHANT.account_id)
+    return gateway
 
 
 @dataclass
@@ -93,9 +123,10 @@ class DemoResult:
     def print(self, console: Console) -> None:
         mornings = len({(s.until, s.since) for s in self.fetches}) or 1
         downloaded = sum(s.downloaded for s in self.fetches)
-        console.print(f"fetched over SFTP from the sandbox server: {downloaded} files, "
-                      f"{sum(s.bytes for s in self.fetches):,} bytes, {len(self.fetches)} fetches over "
-                      f"{mornings} simulated mornings")
+        bills = sum(s.downloaded for s in self.fetches if s.source == "openapi")
+        console.print(f"fetched from the sandbox: {downloaded - bills} files over SFTP and {bills} bill zips "
+                      f"through the open-platform API, {sum(s.bytes for s in self.fetches):,} bytes, "
+                      f"{len(self.fetches)} fetches over {mornings} simulated mornings")
         files = Table(title="Files from the provider")
         for col in ("new", "duplicate", "quarantined"):
             files.add_column(col)
@@ -173,8 +204,9 @@ def run_demo(root: Path, *, seed: int = 42, days: int = 7,
     fetches: list[FetchSummary] = []
     ingested: list[FileOutcome] = []
     refused: list[dict[str, Any]] = []
-    with ServerThread(server) as thread, _environment(PASSWORD_ENV, password):
-        ws = Workspace.init(root / "workspace", world_config(world, thread.port))
+    gateway = _gateway(world, clock)
+    with gateway, ServerThread(server) as thread, _environment(PASSWORD_ENV, password):
+        ws = Workspace.init(root / "workspace", world_config(world, thread.port, gateway))
         try:
             # the sandbox's host key, distributed out of band as a provider's would be
             (ws.root / "known_hosts").write_text(server.known_hosts_line() + "\n", encoding="utf-8")
@@ -183,7 +215,9 @@ def run_demo(root: Path, *, seed: int = 42, days: int = 7,
                 for account in ws.config.accounts:
                     if progress:
                         progress(account.name, n, len(mornings))
-                    summary = fetch_account(ws, account, now=clock.now())
+                    # the API serves years of bills: ask for none before the world began
+                    since = world.spec.start if account.openapi is not None else None
+                    summary = fetch_account(ws, account, since=since, now=clock.now())
                     fetches.append(summary)
                     if summary.ingest is not None:
                         ingested.extend(summary.ingest.files)

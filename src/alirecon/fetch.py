@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -41,8 +41,19 @@ from .formats import registry
 from .formats.base import TableReport
 from .formats.engine import SourceFile, read_trailer
 from .sources import AuthError, FetchError, HostKeyError, RemoteEntry
+from .sources.billzip import BillZipError, extract_bill_zip
+from .sources.openapi import (
+    BillNotClosed,
+    BillNotReady,
+    BillPeriod,
+    DownloadFailed,
+    OpenApiClient,
+    OpenApiConfigError,
+    ResponseSignatureError,
+    TransientApiError,
+)
 from .sources.sftp import Downloaded, SftpSource
-from .warehouse import TMP_DIR, Fetched, IngestReport, LedgerIngest, Listed, RemoteFile, Workspace
+from .warehouse import TMP_DIR, Fetched, FileOutcome, IngestReport, LedgerIngest, Listed, RemoteFile, Workspace
 
 __all__ = [
     "DailySummary",
@@ -52,7 +63,11 @@ __all__ = [
     "WorkspaceBusy",
     "daily",
     "fetch_account",
+    "fetch_openapi",
     "ingest_fetched",
+    "is_bill_zip",
+    "openapi_periods",
+    "openapi_remote_path",
     "run_daily",
     "structural_problem",
     "workspace_lock",
@@ -250,8 +265,10 @@ def fetch_account(ws: Workspace, account: AccountConfig | str, *, since: date | 
     ``now`` (default: the real time) picks the window and stamps the manifest.
     """
     acc = _account(ws, account)
+    if acc.sftp is None and acc.openapi is not None:
+        return fetch_openapi(ws, acc, since=since, until=until, now=now, progress=progress, ingest=ingest)
     if acc.sftp is None:
-        raise ConfigError(f"account {acc.name!r} has no [accounts.sftp] settings")
+        raise ConfigError(f"account {acc.name!r} has no [accounts.sftp] or [accounts.openapi] settings")
     now = now or datetime.now(UTC)
     cfg = acc.sftp
     dates = _window(now, since, until, cfg.window_days)
@@ -398,6 +415,129 @@ async def _settle(ws: Workspace, entry: RemoteEntry, file_id: int, got: Download
 
 
 # ---------------------------------------------------------------------------------------------
+# Alipay China open platform (alipay-cn.md 1.2, 2)
+
+# [inferred] the API serves daily bills for years (alipay-cn.md 2.3), so nothing forces a window; the same 7 days
+# as SFTP retention keep an hourly run cheap while letting a late bill (2.3: "sometimes later") arrive.
+OPENAPI_WINDOW_DAYS = 7
+OPENAPI_EMPTY_SUFFIX = ".empty"  # the manifest name of a period recorded without a bill (no bytes to parse)
+
+
+def openapi_periods(now: datetime, since: date | None, until: date | None, *, monthly: bool) -> list[BillPeriod]:
+    """The CLOSED periods of the window, days first, then (``monthly``) the months they touch: a period still
+    open (today in UTC+8, this month) has no bill yet (alipay-cn.md 2.3), so it is not even asked for."""
+    days = [BillPeriod(d, False) for d in _window(now, since, until, OPENAPI_WINDOW_DAYS)]
+    months = sorted({BillPeriod.month(p.start.year, p.start.month) for p in days}, key=lambda p: p.start) \
+        if monthly else []
+    return [p for p in (*days, *months) if p.closes_at <= now]
+
+
+def openapi_remote_path(bill_type: str, period: BillPeriod) -> str:
+    """The manifest key of one bill: ``<bill_type>/<yyyy-MM-dd|yyyy-MM>``."""
+    return f"{bill_type}/{period.text}"
+
+
+def _complete_paths(ws: Workspace, account: str, source: str) -> set[str]:
+    table = ws.remote_files(account)
+    return {str(path) for path, src, state in zip(table.column("remote_path").to_pylist(),
+                                                   table.column("source").to_pylist(),
+                                                   table.column("state").to_pylist(), strict=True)
+            if src == source and state == "complete"}
+
+
+def _failure_code(exc: Exception) -> str:
+    if isinstance(exc, OpenApiConfigError):
+        return "config"
+    if isinstance(exc, ResponseSignatureError):
+        return "signature"
+    if isinstance(exc, TransientApiError):
+        return "transient"
+    if isinstance(exc, DownloadFailed):
+        return "download"
+    return "transfer"
+
+
+def fetch_openapi(ws: Workspace, account: AccountConfig | str, *, since: date | None = None,
+                  until: date | None = None, now: datetime | None = None, progress: FetchProgress | None = None,
+                  ingest: bool = True) -> FetchSummary:
+    """Download every closed bill of the window (each ``openapi.bill_types``, daily and, when configured,
+    monthly) that the manifest has no complete version of; archive the zip as received, record it (source
+    ``openapi``, remote path ``<bill_type>/<date>``) and (``ingest``) load its CSV entries.
+
+    Outcomes per bill: downloaded (``new``), ``pending`` (not generated yet: asked again next run; a note),
+    an empty period recorded (no bill after the expected time plus the grace: alipay-cn.md 2.5 mapping,
+    ``code`` ``not_ready``), ``failed`` (configuration refusal, bad response signature, network or download
+    error: nothing archived). A period not closed yet is skipped silently. ``now`` is also the client's
+    clock (the sandbox's simulated time); by default the real time.
+    """
+    acc = _account(ws, account)
+    if acc.openapi is None:
+        raise ConfigError(f"account {acc.name!r} has no [accounts.openapi] settings")
+    cfg = acc.openapi
+    clock: Callable[[], datetime] = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
+    started_at = clock()
+    progress = progress or FetchProgress()
+    periods = openapi_periods(started_at, since, until, monthly=cfg.monthly)
+    days = _window(started_at, since, until, OPENAPI_WINDOW_DAYS)
+    summary = FetchSummary(acc.name, "openapi", days[0], days[-1], directories=list(cfg.bill_types))
+    started = time.perf_counter()
+    try:
+        api = OpenApiClient(cfg, account=acc.name, key_root=ws.root, now=clock)
+    except OpenApiConfigError as exc:  # its message names the setting, never the secret
+        summary.error = f"{type(exc).__name__}: {exc}"
+        summary.seconds = time.perf_counter() - started
+        return summary
+    with api:
+        done = _complete_paths(ws, acc.name, "openapi")
+        todo: list[tuple[str, BillPeriod]] = []
+        for period in periods:
+            for bill_type in cfg.bill_types:
+                path = openapi_remote_path(bill_type, period)
+                if path in done:
+                    summary.files.append(FileFetch(path, path, "skipped"))
+                else:
+                    todo.append((bill_type, period))
+        progress.listed(acc.name, len(periods) * len(cfg.bill_types), len(todo), 0)
+        for bill_type, period in todo:
+            outcome = _fetch_one_bill(ws, api, acc.name, bill_type, period, clock, summary)
+            if outcome is not None:
+                summary.files.append(outcome)
+                progress.finished(outcome)
+    summary.seconds = time.perf_counter() - started
+    if ingest:
+        summary.ingest = ingest_fetched(ws, account=acc.name, source="openapi", now=clock())
+    return summary
+
+
+def _fetch_one_bill(ws: Workspace, api: OpenApiClient, account: str, bill_type: str, period: BillPeriod,
+                    clock: Callable[[], datetime], summary: FetchSummary) -> FileFetch | None:
+    path = openapi_remote_path(bill_type, period)
+    try:
+        got = api.fetch_bill(bill_type, period)
+    except BillNotClosed:
+        return None  # asked too early (the gateway's day differs from ours): the next run asks again
+    except BillNotReady as exc:
+        if not exc.past_due:
+            summary.notes.append(f"{path}: pending ({exc})")
+            return FileFetch(path, path, "pending", error=str(exc), code=exc.reason)
+        data, name, code = b"", f"{bill_type}_{period.compact}{OPENAPI_EMPTY_SUFFIX}", exc.reason
+    except Exception as exc:  # this bill's failure, never the others' (configuration, signature, network, ...)
+        now = clock()
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        _, row = ws.remote_seen(account, "openapi", path, path, 0, None, now)
+        ws.remote_failed(row.file_id, reason, now)
+        return FileFetch(path, path, "failed", error=reason, code=_failure_code(exc))
+    else:
+        empty = f"{bill_type}_{period.compact}{OPENAPI_EMPTY_SUFFIX}"
+        data, name, code = got.data, got.file_name if got.data else empty, "empty" if got.empty else "bill"
+    now = clock()
+    _, row = ws.remote_seen(account, "openapi", path, name, len(data), None, now)
+    put = ws.archive.put_bytes(data)  # the zip exactly as received (issue 4, item 2)
+    status, row = ws.remote_fetched(row.file_id, put.sha256, put.size, None, now)
+    return FileFetch(path, name, status, put.size, put.sha256, row.version, attempts=1, code=code)
+
+
+# ---------------------------------------------------------------------------------------------
 # Ingest of what was fetched
 
 
@@ -420,32 +560,72 @@ def _make_view(ws: Workspace, row: RemoteFile) -> Path:
     return view
 
 
+def is_bill_zip(name: str) -> bool:
+    """A zip is a container (an Alipay China bill, alipay-cn.md 4): its CSV entries are what ingest parses."""
+    return name.lower().endswith(".zip")
+
+
+def _zip_views(ws: Workspace, row: RemoteFile) -> list[Path]:
+    """Each entry of an archived bill zip written under the row's view folder with its own (GBK-decoded, checked)
+    name; ingest archives each entry by its own sha256, so every bill line's lineage is the entry + line."""
+    entries = extract_bill_zip(ws.archive.path_of(row.sha256 or "").read_bytes(), row.name)
+    views = []
+    for i, entry in enumerate(entries):
+        view = _view_path(ws, row).parent / str(i) / entry.basename
+        view.parent.mkdir(parents=True, exist_ok=True)
+        view.write_bytes(entry.data)
+        views.append(view)
+    return views
+
+
 def ingest_fetched(ws: Workspace, *, account: str | None = None, source: str | None = None,
                    now: datetime | None = None) -> IngestReport:
     """Ingest every complete manifest file not yet ingested, oldest first (also those a crash left behind).
 
     A row whose delivery was recorded before a crash (same view path) is only marked, never offered twice.
     A file whose load failed for a reason outside its content (``load_error``) stays pending and is offered
-    again next time, as ``Workspace.ingest`` retries such files.
+    again next time, as ``Workspace.ingest`` retries such files. A zip row (an Alipay China bill) offers its
+    entries and counts as ingested once all of them are; one that cannot be opened safely is reported
+    ``quarantined`` with its ``BillZipError`` and not offered again (its bytes cannot change). A period the
+    open platform had no bill for (no bytes) has nothing to ingest.
     """
     now = now or datetime.now(UTC)
     rows = ws.remote_to_ingest(account, source)
+    nothing = [r.file_id for r in rows if r.size == 0 and r.name.endswith(OPENAPI_EMPTY_SUFFIX)]
+    ws.remote_ingested(nothing, now)
+    rows = [r for r in rows if r.file_id not in nothing]
     if not rows:
         return IngestReport(())
+    plain = [r for r in rows if not is_bill_zip(r.name)]
     delivered = {str(p) for (p,) in ws.con.execute(
         "SELECT DISTINCT source_path FROM deliveries WHERE list_contains(?, source_path) "
         "AND sha256 NOT IN (SELECT sha256 FROM problems WHERE code = 'load_error')",
-        [[str(_view_path(ws, r).absolute()) for r in rows]]).fetchall()}
-    ws.remote_ingested([r.file_id for r in rows if str(_view_path(ws, r).absolute()) in delivered], now)
-    rows = [r for r in rows if str(_view_path(ws, r).absolute()) not in delivered]
+        [[str(_view_path(ws, r).absolute()) for r in plain]]).fetchall()}
+    ws.remote_ingested([r.file_id for r in plain if str(_view_path(ws, r).absolute()) in delivered], now)
+    rows = [r for r in rows if is_bill_zip(r.name) or str(_view_path(ws, r).absolute()) not in delivered]
+    offers: list[tuple[RemoteFile, Path]] = []
+    refused: list[FileOutcome] = []
     try:
-        report = ws.ingest(_make_view(ws, r) for r in rows)
+        for r in rows:
+            if not is_bill_zip(r.name):
+                offers.append((r, _make_view(ws, r)))
+                continue
+            try:
+                views = _zip_views(ws, r)
+            except BillZipError as exc:
+                refused.append(FileOutcome(r.name, r.remote_path, r.sha256, "quarantined", problems=(exc,)))
+                ws.remote_ingested([r.file_id], now)
+                continue
+            offers.extend((r, view) for view in views)
+            if not views:  # an empty bill file (EMPTY_DATA_WITH_BILL_FILE, alipay-cn.md 2.4): nothing to load
+                ws.remote_ingested([r.file_id], now)
+        report = ws.ingest(view for _, view in offers)
     finally:
         shutil.rmtree(ws.root / TMP_DIR / "fetched", ignore_errors=True)
-    done = [r.file_id for r, o in zip(rows, report.files, strict=True)
-            if o.status != "failed" and not any(p.code == "load_error" for p in o.problems)]
-    ws.remote_ingested(done, now)
-    return report
+    pending = {r.file_id for r, o in zip((r for r, _ in offers), report.files, strict=True)
+               if o.status == "failed" or any(p.code == "load_error" for p in o.problems)}
+    ws.remote_ingested(list(dict.fromkeys(r.file_id for r, _ in offers if r.file_id not in pending)), now)
+    return IngestReport(report.files + tuple(refused))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,7 +693,8 @@ def _activity_since(ws: Workspace, started_at: datetime) -> bool:
 
 
 def daily(ws: Workspace, now: datetime | None = None, *, progress: FetchProgress | None = None) -> DailySummary:
-    """Fetch every account that has SFTP settings, ingest, then check and reconcile when anything changed.
+    """Fetch every account that has SFTP (or else open-platform) settings, ingest, then check and reconcile when
+    anything changed.
 
     The caller holds ``workspace_lock`` (``run_daily`` does both). A failing account is recorded in its
     summary and never stops the others.
@@ -522,12 +703,13 @@ def daily(ws: Workspace, now: datetime | None = None, *, progress: FetchProgress
     now = now or datetime.now(UTC)
     out = DailySummary()
     for acc in ws.config.accounts:
-        if acc.sftp is None:
+        if acc.sftp is None and acc.openapi is None:
             continue
         try:
             out.fetches.append(fetch_account(ws, acc, now=now, progress=progress))
         except errors.AlireconError as exc:
-            out.fetches.append(FetchSummary(acc.name, "sftp", error=f"{type(exc).__name__}: {exc}"))
+            source = "sftp" if acc.sftp is not None else "openapi"
+            out.fetches.append(FetchSummary(acc.name, source, error=f"{type(exc).__name__}: {exc}"))
     leftovers = ingest_fetched(ws, now=now)  # e.g. a folder import interrupted before its ingest
     if leftovers.files:
         out.fetches.append(FetchSummary("*", "manifest", ingest=leftovers))

@@ -149,7 +149,9 @@ _TABLES: dict[str, list[_Col]] = {
     "remote_files": [
         ("file_id", "BIGINT PRIMARY KEY", True),
         ("account", "VARCHAR", False),  # AccountConfig.name; NULL for a folder import without an account
-        ("source", "VARCHAR CHECK (source IN ('sftp', 'folder'))", True),
+        # 'openapi' (Alipay China bill zips, issue 4): only workspaces created since have it in their CHECK;
+        # CREATE TABLE IF NOT EXISTS leaves an older table's constraint as it was
+        ("source", "VARCHAR CHECK (source IN ('sftp', 'folder', 'openapi'))", True),
         ("remote_path", "VARCHAR", True),
         ("name", "VARCHAR", True),
         ("size", "BIGINT", True),  # as the source reported it; the bytes' size once complete

@@ -29,7 +29,7 @@ class WorldSpec:
 
 @dataclass(frozen=True)
 class Account:
-    family: str  # antom | alipayplus
+    family: str  # antom | alipayplus | alipay_cn
     account_id: str  # customerId / participantId
     role: str  # MERCHANT | ACQP | MPP
     settlement_currency: str
@@ -126,7 +126,7 @@ def _make(acc: Account, rng: random.Random, ids: Ids, day: date, at: Stamp | Non
     settle_ccy = ccy if ccy in acc.own_settlement or ccy == acc.settlement_currency else acc.settlement_currency
     rate = None if settle_ccy == ccy else _RATES[(ccy, settle_ccy)]
     settlement = amount if rate is None else convert(amount, ccy, settle_ccy, rate)
-    prefix = {"antom": "PAYREQ-", "alipayplus": "APRQ-"}[acc.family]
+    prefix = {"antom": "PAYREQ-", "alipayplus": "APRQ-", "alipay_cn": "CNORD-"}[acc.family]
     tag = acc.account_id[-4:]
     return Txn(
         account=acc,

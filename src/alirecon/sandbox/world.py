@@ -25,6 +25,7 @@ from ..formats import alipayplus, antom
 from ..formats.writer import format_timestamp
 from ..money import format_major
 from .model import Account, Ids, Txn, WorldSpec, generate_txns, pct, refund_of
+from .world_cn import CN_MERCHANT, BillFaults, cn_fee, render_alipay_cn, write_cn_ledger
 
 __all__ = ["World", "build_world"]
 
@@ -39,7 +40,8 @@ ANTOM_MERCHANT_V2 = Account("antom", "1022188000000000002", "MERCHANT", "USD", (
 ACCOUNTS = (ANTOM_MERCHANT, ANTOM_MERCHANT_V2, ACQP, MPP)
 MIN_INJECT_DAYS = 7
 MIN_INJECT_PAYMENTS = 6
-MATCH_REPORTS = {"antom": ("transaction_detail", "settlement_detail"), "alipayplus": ("transaction_detail",)}
+MATCH_REPORTS = {"antom": ("transaction_detail", "settlement_detail"), "alipayplus": ("transaction_detail",),
+                 "alipay_cn": ("trade_detail",)}
 ANTOM_ACQUIRER = "Alipay_SG"
 ANTOM_FEE_PCT = Decimal("2.0")
 ANTOM_TAX_PCT = Decimal("6.0")  # v2 merchant: tax on the payment-method fee
@@ -692,6 +694,29 @@ def _write_mpp_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> 
 # ---------------------------------------------------------------------------------------------
 
 
+def _account_view(world: World, acc: Account, rng: random.Random, ids: Ids) -> AccountView:
+    """An account's transactions with their fees, its boundary payments noted, the match faults injected."""
+    spec = world.spec
+    txns = generate_txns(acc, spec, rng, ids)
+    for t in txns:
+        if acc.family == "antom":
+            t.fee = _antom_fee(t)
+        elif acc.family == "alipay_cn":
+            t.fee = cn_fee(t)
+        elif t.kind == "PAYMENT":
+            t.interchange_fee = pct(t.settlement, INTERCHANGE_PCT)
+            t.service_fee = pct(t.settlement, SERVICE_PCT)
+    view = AccountView(acc, list(txns), [_ledger_row(t) for t in txns])
+    boundary = [t for t in txns if t.at.utc.astimezone(UTC8).time().isoformat() in ("23:59:59.999000", "00:00:00")]
+    for t in boundary:
+        world.truth.boundaries.append({"family": acc.family, "account_id": acc.account_id,
+                                       "merchant_ref_id": t.request_id, "clearing_date": t.day.isoformat(),
+                                       "occurred_at": t.at.isoformat()})
+    if spec.inject:
+        inject_match(view, world.truth, rng, ids, {t.request_id for t in boundary}, MATCH_REPORTS[acc.family])
+    return view
+
+
 def build_world(root: Path, spec: WorldSpec | None = None) -> World:
     """Generate the world under ``root``: ``provider/`` (SFTP trees), ``ledgers/``, ``truth.json``."""
     spec = spec or WorldSpec()
@@ -704,21 +729,7 @@ def build_world(root: Path, spec: WorldSpec | None = None) -> World:
     rng = random.Random(spec.seed)
     ids = Ids()
     for acc in ACCOUNTS:
-        txns = generate_txns(acc, spec, rng, ids)
-        for t in txns:
-            if t.account.family == "antom":
-                t.fee = _antom_fee(t)
-            elif t.kind == "PAYMENT":
-                t.interchange_fee = pct(t.settlement, INTERCHANGE_PCT)
-                t.service_fee = pct(t.settlement, SERVICE_PCT)
-        view = AccountView(acc, list(txns), [_ledger_row(t) for t in txns])
-        boundary = [t for t in txns if t.at.utc.astimezone(UTC8).time().isoformat() in ("23:59:59.999000", "00:00:00")]
-        for t in boundary:
-            world.truth.boundaries.append({"family": acc.family, "account_id": acc.account_id,
-                                           "merchant_ref_id": t.request_id, "clearing_date": t.day.isoformat(),
-                                           "occurred_at": t.at.isoformat()})
-        if spec.inject:
-            inject_match(view, world.truth, rng, ids, {t.request_id for t in boundary}, MATCH_REPORTS[acc.family])
+        view = _account_view(world, acc, rng, ids)
         if acc.family == "antom":
             render_antom(world, view, rng, spec.inject)
             writer = _write_antom_ledger if acc.variant == "v1" else _write_shop_ledger
@@ -726,6 +737,14 @@ def build_world(root: Path, spec: WorldSpec | None = None) -> World:
             render_alipayplus(world, view, spec.inject)
             writer = _write_acqp_ledger if acc.role == "ACQP" else _write_mpp_ledger
         world.ledgers.append(writer(world, acc, view.ledger))
+    # Alipay China: bills behind the open-platform gateway, not on SFTP (world_cn.py). Generated last, so the
+    # other accounts' random draws are those of a world without it.
+    view = _account_view(world, CN_MERCHANT, rng, ids)
+    days = [spec.start + timedelta(days=d) for d in range(spec.days)]
+    faults = BillFaults(days[1], days[2], days[3]) if spec.inject else BillFaults()
+    for failure in render_alipay_cn(root, CN_MERCHANT, view.report, view.dup_in_report, days, rng, faults):
+        world.truth.fail(failure["check_id"], failure["reason_code"], failure["scope"])
+    world.ledgers.append(write_cn_ledger(root, CN_MERCHANT, view.ledger))
     truth = world.truth
     truth.exceptions.sort(key=lambda e: (e["family"], e["report"], e["exception_class"], e["match_key"]))
     truth.check_failures.sort(key=lambda c: (c["check_id"], c["reason_code"], c["scope"] or ""))
@@ -734,7 +753,8 @@ def build_world(root: Path, spec: WorldSpec | None = None) -> World:
     (root / "truth.json").write_text(json.dumps({
         "seed": spec.seed, "start": spec.start.isoformat(), "days": spec.days,
         "accounts": [{"family": a.family, "account_id": a.account_id, "role": a.role,
-                      "settlement_currency": a.settlement_currency, "agreement_id": a.agreement_id} for a in ACCOUNTS],
+                      "settlement_currency": a.settlement_currency, "agreement_id": a.agreement_id}
+                     for a in (*ACCOUNTS, CN_MERCHANT)],
         "ledgers": world.ledgers,
         "exceptions": truth.exceptions, "check_failures": truth.check_failures,
         "duplicate_deliveries": truth.duplicate_deliveries, "quarantined": truth.quarantined,

@@ -4,22 +4,26 @@ Why: when SFTP is not set up, or a file was deleted from the server after its 7 
 portal is the only way to get it, under names the SFTP convention does not follow (antom.md 2.2). Such
 files are recognised by the format registry (header first, name second), archived and recorded in the
 manifest exactly like fetched ones, so ``status`` and the ingest treat both alike. Files no report
-recognises (notes, screenshots) are listed as skipped and left alone.
+recognises (notes, screenshots) are listed as skipped and left alone. A zip (an Alipay China bill
+downloaded from the merchant console, alipay-cn.md 1.1 and 4) is taken when one of its entries is a known
+report; it is archived as it is and its entries are ingested (``fetch.ingest_fetched``).
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import errors
-from ..fetch import FetchProgress, FetchSummary, FileFetch, ingest_fetched
+from ..fetch import FetchProgress, FetchSummary, FileFetch, ingest_fetched, is_bill_zip
 from ..formats import registry
 from ..warehouse import Workspace
 from . import RemoteEntry
+from .billzip import extract_bill_zip
 
-__all__ = ["import_folder", "list_folder"]
+__all__ = ["detect_file", "import_folder", "list_folder"]
 
 
 def list_folder(folder: Path) -> list[RemoteEntry]:
@@ -35,6 +39,26 @@ def list_folder(folder: Path) -> list[RemoteEntry]:
         st = path.stat()
         out.append(RemoteEntry(str(path.absolute()), path.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
     return out
+
+
+def detect_file(path: Path, name: str) -> None:
+    """Raise ``UnknownFormat`` unless a report recognises the file or (a zip) one of its entries. A zip that cannot
+    be opened safely raises its ``BillZipError`` (a ``FormatError``)."""
+    if not is_bill_zip(name):
+        registry.detect(path, name)
+        return
+    entries = extract_bill_zip(path.read_bytes(), name)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, entry in enumerate(entries):
+            view = Path(tmp) / str(i) / entry.basename  # the registry reads the entry's header and name
+            view.parent.mkdir()
+            view.write_bytes(entry.data)
+            try:
+                registry.detect(view, entry.basename)
+            except errors.UnknownFormat:
+                continue
+            return
+    raise errors.UnknownFormat("no entry of this zip is a known report", file=name, line=1)
 
 
 def import_folder(ws: Workspace, folder: Path, *, account: str | None = None, now: datetime | None = None,
@@ -53,8 +77,8 @@ def import_folder(ws: Workspace, folder: Path, *, account: str | None = None, no
     todo = []
     for entry in entries:
         try:
-            registry.detect(Path(entry.path), entry.name)
-        except errors.UnknownFormat as exc:
+            detect_file(Path(entry.path), entry.name)
+        except errors.FormatError as exc:
             outcome = FileFetch(entry.path, entry.name, "skipped", entry.size, error=str(exc), code=exc.code)
             summary.files.append(outcome)
             progress.finished(outcome)

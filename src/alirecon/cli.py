@@ -395,37 +395,21 @@ sandbox_app = typer.Typer(no_args_is_help=True, help="The offline provider: a sy
 app.add_typer(sandbox_app, name="sandbox")
 
 
-SANDBOX_ALIPAY_APP_ID = "2021000000000001"  # the format of a real app_id (alipay-cn.md 2.2)
 SANDBOX_ALIPAY_PID = "2088000000000001"  # a 16-digit PID (2088...) for a world without Alipay China bills
-SANDBOX_ALIPAY_KEY = "alipay-app-key.pem"
 
 
 @contextmanager
-def _sandbox_gateway(root: Path, clock: Any, app_id: str, pid: str | None) -> Iterator[dict[str, str]]:
+def _sandbox_gateway(root: Path, clock: Any, app_id: str | None, pid: str | None) -> Iterator[dict[str, str]]:
     """Start the Alipay China gateway on loopback over ``<root>/alipay_cn`` (``<pid>/<bill_type>/<date>.csv.zip``)
-    with one app. The app's private key is written to ``<root>/alipay-app-key.pem`` (mode 0600) and kept across
-    runs, so a workspace configured once stays valid; what is returned (and printed) holds no private key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    with one app (``sandbox.alipay_gateway.world_gateway``); what is returned (and printed) holds no private key."""
+    from .sandbox.alipay_gateway import WORLD_APP_ID, world_gateway
 
-    from .sandbox.alipay_gateway import AlipayGateway, DirectoryBillStore
-    from .sources.openapi import load_private_key
-
+    app_id = app_id or WORLD_APP_ID
     bills = root / "alipay_cn"
     if pid is None:
         folders = sorted(p.name for p in bills.iterdir() if p.is_dir() and p.name.isdigit()) if bills.is_dir() else []
         pid = folders[0][:16] if folders else SANDBOX_ALIPAY_PID
-    key_file = root / SANDBOX_ALIPAY_KEY
-    if key_file.is_file():
-        key = load_private_key(key_file.read_bytes(), what=str(key_file))
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            out.write(pem)
-    gateway = AlipayGateway(clock, DirectoryBillStore(bills))
-    gateway.register_app(app_id, key.public_key(), pid)
+    gateway, key_file = world_gateway(root, clock, pid, app_id)
     with gateway:
         yield {"gateway": gateway.url, "app_id": app_id, "pid": pid, "private_key_file": str(key_file.resolve()),
                "alipay_public_key": gateway.alipay_public_key_pem, "bills": str(bills.resolve())}
@@ -450,8 +434,8 @@ def sandbox_serve(
     password_env: Annotated[str | None, typer.Option(
         help="Environment variable holding the user's password (default: a generated one, written to "
              "<world>/sftp-password, mode 0600).")] = None,
-    alipay_app_id: Annotated[str, typer.Option(help="The Alipay China gateway's app_id for the client.")]
-    = SANDBOX_ALIPAY_APP_ID,
+    alipay_app_id: Annotated[str | None, typer.Option(
+        help="The Alipay China gateway's app_id for the client (default: the sandbox world's).")] = None,
     alipay_pid: Annotated[str | None, typer.Option(
         help="PID (2088...) owning the app (default: the first folder under <world>/alipay_cn, else "
              f"{SANDBOX_ALIPAY_PID}).")] = None,

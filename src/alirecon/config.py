@@ -144,6 +144,10 @@ class LedgerConfig(_Model):
         return self
 
 
+BillPeriodKind = Literal["daily", "monthly"]
+_DAILY_BILLS: dict[str, list[BillPeriodKind]] = {"alipay_cn": ["daily"]}
+
+
 class ReconcileConfig(_Model):
     # family -> reports whose lines are matched against the ledger
     match_reports: dict[str, list[str]] = Field(
@@ -156,6 +160,10 @@ class ReconcileConfig(_Model):
     # family -> the canonical field that identifies a record on both sides (antom.md AN-8: the merchant's
     # request id = transactionRequestId)
     match_key: dict[str, MatchKey] = Field(default_factory=lambda: dict(_DEFAULT_MATCH_KEYS))
+    # family -> bill periods whose lines are matched (alipay-cn.md 2.3): a monthly bill restates the month's
+    # daily bills, so matching both would pair every trade twice. ["monthly"] for a merchant that only
+    # downloads monthly bills. Families without an entry match every file.
+    match_periods: dict[str, list[BillPeriodKind]] = Field(default_factory=lambda: dict(_DAILY_BILLS))
     # report statuses that count as "the provider took the money" (v2 transaction details carry status)
     success_statuses: list[str] = Field(default_factory=lambda: ["SUCCESS"])
     # family -> record types that take part (absent: all). E.g. Antom settlement details also list

@@ -18,8 +18,6 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.console import Console
 from rich.table import Table
 
@@ -28,7 +26,7 @@ from .clock import UTC8
 from .config import DEFAULT_DIRECTORIES, AccountConfig, LedgerConfig, WorkspaceConfig
 from .fetch import FetchSummary, fetch_account
 from .pipeline import CheckRun, ReconcileRun
-from .sandbox.alipay_gateway import AlipayGateway, DirectoryBillStore
+from .sandbox.alipay_gateway import WORLD_APP_ID, WORLD_APP_KEY, AlipayGateway, world_gateway
 from .sandbox.clock import SimClock
 from .sandbox.model import WorldSpec
 from .sandbox.sftp_server import ProviderTree, SandboxServer, ServerThread
@@ -39,8 +37,6 @@ from .warehouse import FileOutcome, IngestReport, LedgerIngest, Workspace
 
 DEMO_USER = "demo"
 PASSWORD_ENV = "ALIRECON_DEMO_SFTP_PASSWORD"  # the sandbox's throwaway password, set for the run only
-DEMO_APP_ID = "2021000000000001"  # the Alipay China merchant's open-platform application
-APP_KEY_FILE = "alipay-app-key.pem"  # its private key, generated per world (mode 0600)
 
 __all__ = ["DemoResult", "run_demo", "world_config"]
 
@@ -48,7 +44,7 @@ __all__ = ["DemoResult", "run_demo", "world_config"]
 def world_config(world: World, sftp_port: int | None = None, gateway: AlipayGateway | None = None) -> WorkspaceConfig:
     """The workspace configuration a user of these accounts would write (with ``sftp_port``: fetching from
     the sandbox server on loopback, the password in ``PASSWORD_ENV``; with ``gateway``: the Alipay China
-    merchant's bills from that sandbox gateway, the app key in ``APP_KEY_FILE``)."""
+    merchant's bills from that sandbox gateway, the app key in ``WORLD_APP_KEY``)."""
     ledgers = [LedgerConfig.model_validate({**spec, "path": str(world.root / spec["path"])}) for spec in world.ledgers]
     accounts = []
     for a in ACCOUNTS:
@@ -71,25 +67,11 @@ def world_config(world: World, sftp_port: int | None = None, gateway: AlipayGate
                           "account_id": CN_MERCHANT.account_id, "role": "MERCHANT", "settlement_currencies": ["CNY"]}
     if gateway is not None:
         # http on loopback: ``secure`` false asks the gateway for http download links (alipay-cn.md 2.3)
-        cn["openapi"] = {"gateway": gateway.url, "app_id": DEMO_APP_ID, "secure": False,
-                         "private_key_file": str(world.root / APP_KEY_FILE),
+        cn["openapi"] = {"gateway": gateway.url, "app_id": WORLD_APP_ID, "secure": False, "monthly": True,
+                         "private_key_file": str(world.root / WORLD_APP_KEY),
                          "alipay_public_key": gateway.alipay_public_key_pem, "retries": 1, "backoff_initial": 0.05}
     accounts.append(AccountConfig.model_validate(cn))
     return WorkspaceConfig(ledgers=ledgers, accounts=accounts)
-
-
-def _gateway(world: World, clock: SimClock) -> AlipayGateway:
-    """The open-platform gateway (started by ``with``) serving the world's Alipay China bills, with the
-    merchant's app registered; the app's private key written where the configuration points (mode 0600)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = world.root / APP_KEY_FILE
-    path.unlink(missing_ok=True)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-        out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
-    gateway = AlipayGateway(clock, DirectoryBillStore(world.root / "alipay_cn"))
-    gateway.register_app(DEMO_APP_ID, key.public_key(), CN_MERCHANT.account_id)
-    return gateway
 
 
 @dataclass
@@ -184,10 +166,13 @@ def _environment(name: str, value: str) -> Iterator[None]:
 
 def fetch_mornings(world: World) -> list[datetime]:
     """09:00 UTC+8 of every day from the first publication to the last: when the hourly job finds the
-    morning's files (published 08:00 UTC+8), well inside the 7-day retention."""
+    morning's files (published 08:00 UTC+8), well inside the 7-day retention; then the 4th of the next month,
+    when the month's Alipay China bill is out (alipay-cn.md 1.1, 2.3)."""
     days = sorted({at.astimezone(UTC8).date() for at in world.publish.values()})
     first, last = days[0], days[-1]
-    return [datetime.combine(first + timedelta(days=n), time(9), UTC8) for n in range((last - first).days + 1)]
+    month_end = (world.spec.start + timedelta(days=world.spec.days - 1)).replace(day=28) + timedelta(days=4)
+    return [*(datetime.combine(first + timedelta(days=n), time(9), UTC8) for n in range((last - first).days + 1)),
+            datetime.combine(month_end.replace(day=4), time(9), UTC8)]
 
 
 def run_demo(root: Path, *, seed: int = 42, days: int = 7,
@@ -204,7 +189,7 @@ def run_demo(root: Path, *, seed: int = 42, days: int = 7,
     fetches: list[FetchSummary] = []
     ingested: list[FileOutcome] = []
     refused: list[dict[str, Any]] = []
-    gateway = _gateway(world, clock)
+    gateway, _ = world_gateway(world.root, clock, CN_MERCHANT.account_id)
     with gateway, ServerThread(server) as thread, _environment(PASSWORD_ENV, password):
         ws = Workspace.init(root / "workspace", world_config(world, thread.port, gateway))
         try:
@@ -216,7 +201,7 @@ def run_demo(root: Path, *, seed: int = 42, days: int = 7,
                     if progress:
                         progress(account.name, n, len(mornings))
                     # the API serves years of bills: ask for none before the world began
-                    since = world.spec.start if account.openapi is not None else None
+                    since = max(world.spec.start, morning.date() - timedelta(days=7)) if account.openapi else None
                     summary = fetch_account(ws, account, since=since, now=clock.now())
                     fetches.append(summary)
                     if summary.ingest is not None:

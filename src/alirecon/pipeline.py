@@ -6,7 +6,7 @@ here means an interface only chooses *what* to run and how to show it, never how
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from .config import LedgerConfig
+from .formats.engine import _sql_str
 from .recon.checks import CheckContext, run_checks
 from .recon.match import reconcile_family
 from .schema import EXCEPTION
@@ -79,7 +80,7 @@ def check(ws: Workspace, run_id: str | None = None) -> CheckRun:
 def reconcile(ws: Workspace, run_id: str | None = None, families: Sequence[str] | None = None) -> ReconcileRun:
     """Report lines against the ledger, per family, through the configured match reports."""
     run_id = run_id or ws.new_run("reconcile")
-    report_lines = f"({ws.report_lines_sql(ordered=False)})"
+    report_lines = f"({ws.report_lines_sql(ordered=False)}{_period_filter(ws.config.reconcile.match_periods)})"
     ledger_lines = f"({ws.ledger_lines_sql(ordered=False)})"
     fams = list(families) if families is not None else sorted(ws.config.reconcile.match_reports)
     tables: list[pa.Table] = []
@@ -95,6 +96,17 @@ def reconcile(ws: Workspace, run_id: str | None = None, families: Sequence[str] 
     run.exceptions = pa.concat_tables(tables) if tables else EXCEPTION.empty_table()
     ws.save_exceptions(run.exceptions, run_id)
     return run
+
+
+def _period_filter(match_periods: Mapping[str, Sequence[str]]) -> str:
+    """`` AND ...`` keeping, per family with an entry, only the lines of files of those periods (the file's
+    ``period`` metadata: alipay_cn bills say daily or monthly)."""
+    out = ""
+    for family, periods in sorted(match_periods.items()):
+        wanted = ", ".join(_sql_str(p) for p in periods) or "NULL"
+        out += (f" AND NOT (family = {_sql_str(family)} AND source_sha256 IN (SELECT sha256 FROM files WHERE "
+                f"coalesce(json_extract_string(meta, '$.period'), '') NOT IN ({wanted})))")
+    return out
 
 
 def summary_counts(exceptions: pa.Table) -> dict[tuple[str, str, str], int]:

@@ -40,6 +40,7 @@ import datetime as dt
 import ipaddress
 import json
 import logging
+import os
 import re
 import secrets
 import ssl
@@ -70,6 +71,7 @@ from ..sources.openapi import (
     METHOD,
     RESPONSE_NODE,
     SignType,
+    load_private_key,
     load_public_key,
     sign,
     sign_content,
@@ -82,6 +84,8 @@ __all__ = [
     "DOWNLOAD_PATH",
     "GATEWAY_PATH",
     "INVALID_SIGNATURE_SUB_MSG",
+    "WORLD_APP_ID",
+    "WORLD_APP_KEY",
     "AlipayGateway",
     "AuthGrant",
     "BillStore",
@@ -94,6 +98,7 @@ __all__ = [
     "RegisteredApp",
     "account20",
     "pid_of",
+    "world_gateway",
 ]
 
 log = logging.getLogger("alirecon.sandbox")
@@ -738,3 +743,27 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # the request line holds signatures and, for GET clients, the app_auth_token: log the path only
         log.debug("%s %s %s", self.command, urlsplit(self.path).path, args[1] if len(args) > 1 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# A world's gateway (``alirecon sandbox serve`` and ``alirecon demo``)
+
+WORLD_APP_ID = "2021000000000001"  # the format of a real app_id (alipay-cn.md 2.2)
+WORLD_APP_KEY = "alipay-app-key.pem"  # the app's private key, beside the world (mode 0600)
+
+
+def world_gateway(root: Path, clock: SimClock, pid: str, app_id: str = WORLD_APP_ID) -> tuple[AlipayGateway, Path]:
+    """A gateway (not started) over ``<root>/alipay_cn`` with one app of account ``pid``, and the app's private
+    key file: ``<root>/alipay-app-key.pem``, created with mode 0600 when missing and kept across runs, so a
+    workspace configured once stays valid. The key never leaves that file."""
+    key_file = root / WORLD_APP_KEY
+    if key_file.is_file():
+        key = load_private_key(key_file.read_bytes(), what=str(key_file))
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    gateway = AlipayGateway(clock, DirectoryBillStore(root / "alipay_cn"))
+    gateway.register_app(app_id, key.public_key(), pid)
+    return gateway, key_file

@@ -46,9 +46,9 @@ def cn_fee(t: Txn) -> int:
     return -fee if t.kind == "PAYMENT" else fee
 
 
-def bill_zip_path(root: Path, account20: str, bill_type: str, day: date) -> Path:
-    """Where the gateway's ``DirectoryBillStore`` looks for a day's bill."""
-    return root / "alipay_cn" / account20[:16] / bill_type / f"{day:%Y%m%d}.csv.zip"
+def bill_zip_path(root: Path, account20: str, bill_type: str, period: str) -> Path:
+    """Where the gateway's ``DirectoryBillStore`` looks for a bill (``period``: yyyy-MM-dd or yyyy-MM)."""
+    return root / "alipay_cn" / account20[:16] / bill_type / f"{period.replace('-', '')}.csv.zip"
 
 
 @dataclass
@@ -87,12 +87,17 @@ def _movements(t: Txn, serial: Ids) -> list[dict[str, Any]]:
 
 def render_alipay_cn(root: Path, acc: Account, report: Sequence[Txn], dup_in_report: set[str], days: Sequence[date],
                      rng: random.Random, faults: BillFaults) -> list[dict[str, Any]]:
-    """Write every day's two bill zips; return the check failures the faults cause (truth entries)."""
+    """Write every day's two bill zips, then each month's (the month's days restated, faults included: the
+    provider's monthly bill is made of the same records); return the check failures (truth entries)."""
     account = acc.account_id
     serial = Ids()
     balance = OPENING_BALANCE
     failures: list[dict[str, Any]] = []
+    months: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for day in days:
+        month = f"{day:%Y-%m}"
+        keys = (f"{day:%Y%m%d}", f"{day:%Y%m}")  # how the checks name the day's bills and the month's
+        month_trades, month_rows = months.setdefault(month, ([], []))
         txns = [t for t in report if t.day == day]
         trades = []
         for t in txns:
@@ -100,47 +105,60 @@ def render_alipay_cn(root: Path, acc: Account, report: Sequence[Txn], dup_in_rep
             if t.request_id in dup_in_report:  # the second listing has no account movements of its own
                 trades.append(_trade_row(t))
                 failures.extend({"check_id": "CN-7", "reason_code": f"{what.upper()}_MOVEMENT_MISSING",
-                                 "scope": f"{account}/{day:%Y%m%d}/{t.provider_id}/{what}"}
-                                for what in ("settlement", "fee"))
+                                 "scope": f"{account}/{key}/{t.provider_id}/{what}"}
+                                for what in ("settlement", "fee") for key in keys)
         movements = [m for t in txns for m in _movements(t, serial)]
         if day == faults.fee_day:
             fee = next(i for i, m in enumerate(movements) if m["业务类型"] == "收费")
             gone = movements.pop(fee)
-            failures.append({"check_id": "CN-7", "reason_code": "FEE_MOVEMENT_MISSING",
-                             "scope": f"{account}/{day:%Y%m%d}/{gone['业务流水号']}/fee"})
+            failures.extend({"check_id": "CN-7", "reason_code": "FEE_MOVEMENT_MISSING",
+                             "scope": f"{account}/{key}/{gone['业务流水号']}/fee"} for key in keys)
         rows = cn.account_rows(movements, balance)
-        if rows:
-            balance = rows[-1]["账户余额（元）"]
         if day == faults.balance_day and len(rows) >= 2:
-            # from one row on, every balance is 0.01 higher: a movement the bill does not list
+            # from one row on, every balance is 0.01 higher (and so are the next days'): a movement the bill
+            # does not list, one break in the day's bill and one in the month's
             i = rng.randrange(1, len(rows))
             for row in rows[i:]:
                 row["账户余额（元）"] += 1
-            line = DETAIL_FIRST_LINE + i
-            failures.append({"check_id": "CN-5", "reason_code": "BALANCE_BREAK",
-                             "scope": f"{cn.file_name('account_detail', account, day)}/line {line}"})
+            for period, line in ((day, DETAIL_FIRST_LINE + i), (month, DETAIL_FIRST_LINE + len(month_rows) + i)):
+                failures.append({"check_id": "CN-5", "reason_code": "BALANCE_BREAK",
+                                 "scope": f"{cn.file_name('account_detail', account, period)}/line {line}"})
+        if rows:
+            balance = rows[-1]["账户余额（元）"]
         totals = None
-        if day == faults.footer_day:
+        if day == faults.footer_day:  # the day's footer only: the month's is computed from its rows
             stated = sum(r["商家实收（元）"] for r in trades if r["业务类型"] == "交易") + 100
             totals = {"PAYMENT": {"settlement": stated}}
             failures.append({"check_id": "CN-3", "reason_code": "FOOTER_SETTLEMENT_MISMATCH",
                              "scope": f"{account}/{day:%Y%m%d}/{cn.file_name('trade_detail', account, day)}/PAYMENT"})
-        exported = datetime.combine(day + timedelta(days=1), time(3, 12), UTC8)
-        bills = {"trade_detail": cn.write_report("trade_detail", trades, account=account, period=day.isoformat(),
-                                                 exported_at=exported, totals=totals),
-                 "trade_summary": cn.write_report("trade_summary", cn.summarise_trades(trades), account=account,
-                                                  period=day.isoformat(), exported_at=exported),
-                 "account_detail": cn.write_report("account_detail", rows, account=account, period=day.isoformat(),
-                                                   exported_at=exported),
-                 "account_summary": cn.write_report("account_summary", cn.summarise_account(rows), account=account,
-                                                    period=day.isoformat(), exported_at=exported)}
-        for bill_type, (detail, summary) in BILL_TYPES.items():
-            # real zips put the summary first (alipay-cn.md 4): readers must not rely on the order
-            entries = [(cn.file_name(r, account, day), bills[r]) for r in (summary, detail)]
-            path = bill_zip_path(root, account, bill_type, day)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(write_bill_zip(entries))
+        _write_bills(root, account, day.isoformat(), trades, rows, day + timedelta(days=1), totals)
+        month_trades.extend(trades)
+        month_rows.extend(rows)
+    for month, (trades, rows) in months.items():
+        start = date.fromisoformat(f"{month}-01")
+        exported_on = (start + timedelta(days=32)).replace(day=2)  # generated early in the next month (2.3)
+        _write_bills(root, account, month, trades, rows, exported_on)
     return failures
+
+
+def _write_bills(root: Path, account: str, period: str, trades: list[dict[str, Any]], rows: list[dict[str, Any]],
+                 exported_on: date, totals: dict[str, dict[str, int]] | None = None) -> None:
+    """The period's two zips: 业务明细 + 汇总 (trade) and 账务明细 + 汇总 (signcustomer)."""
+    exported = datetime.combine(exported_on, time(3, 12), UTC8)
+    bills = {"trade_detail": cn.write_report("trade_detail", trades, account=account, period=period,
+                                             exported_at=exported, totals=totals),
+             "trade_summary": cn.write_report("trade_summary", cn.summarise_trades(trades), account=account,
+                                              period=period, exported_at=exported),
+             "account_detail": cn.write_report("account_detail", rows, account=account, period=period,
+                                               exported_at=exported),
+             "account_summary": cn.write_report("account_summary", cn.summarise_account(rows), account=account,
+                                                period=period, exported_at=exported)}
+    for bill_type, (detail, summary) in BILL_TYPES.items():
+        # real zips put the summary first (alipay-cn.md 4): readers must not rely on the order
+        entries = [(cn.file_name(r, account, period), bills[r]) for r in (summary, detail)]
+        path = bill_zip_path(root, account, bill_type, period)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(write_bill_zip(entries))
 
 
 def write_cn_ledger(root: Path, acc: Account, rows: Sequence[Any]) -> dict[str, Any]:

@@ -47,7 +47,9 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, Path]:
     root = tmp_path_factory.mktemp("status")
     world = build_world(root / "world", WorldSpec(days=7, payments_per_day=2, inject=False))
     config = world_config(world)
-    config.accounts = [a for a in config.accounts if a.account_id != SLOW]
+    # the Alipay China merchant's bills come through the API, not SFTP: its status is tested with the fetch
+    # (tests/sources/test_fetch_openapi.py)
+    config.accounts = [a for a in config.accounts if a.account_id != SLOW and a.family != "alipay_cn"]
     with Workspace.init(root / "ws", config) as ws:
         ingest = ws.ingest([world.provider / rel for rel in world.files
                             if SLOW not in rel and not rel.startswith(MISSED)])

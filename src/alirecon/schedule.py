@@ -16,7 +16,10 @@ The rules (every inferred one is a ``config.ScheduleConfig`` setting naming its 
   business days], directory dated S (antom.md 3).
 - Alipay+ sandbox environment: reports generated every hour, directory T+1 (seed 000); a report is due at
   the first hourly run of its directory's day [inferred].
-- Families without a documented schedule (barcode, alipay_cn) expect nothing yet.
+- Alipay China daily bills of T (业务明细 + 汇总 for ``trade``, 账务明细 + 汇总 for ``signcustomer``): "normally
+  ready before 09:00 the next day" (alipay-cn.md 2.3), so due T+1 at ``openapi.daily_ready_time``; only the
+  bill types the account fetches. Monthly bills are not scheduled here (they restate the days).
+- Families without a documented schedule (barcode) expect nothing yet.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .clock import UTC8, add_business_days
 from .config import AccountConfig, ScheduleConfig
 
 __all__ = [
+    "BILL_TYPE_REPORTS",
     "CYCLE_REPORTS",
     "SETTLEMENT_REPORTS",
     "AccountSchedule",
@@ -45,7 +49,11 @@ __all__ = [
 CYCLE_REPORTS: dict[str, tuple[str, ...]] = {
     "alipayplus": ("transaction_detail", "transaction_summary", "fee"),
     "antom": ("transaction_detail",),
+    "alipay_cn": ("trade_detail", "trade_summary", "account_detail", "account_summary"),
 }
+# Alipay China bill_type -> the reports its zip holds (alipay-cn.md 4)
+BILL_TYPE_REPORTS: dict[str, tuple[str, ...]] = {"trade": ("trade_detail", "trade_summary"),
+                                                 "signcustomer": ("account_detail", "account_summary")}
 # family -> reports produced once per settlement date and settlement currency
 SETTLEMENT_REPORTS: dict[str, tuple[str, ...]] = {
     "alipayplus": ("settlement",),
@@ -53,6 +61,7 @@ SETTLEMENT_REPORTS: dict[str, tuple[str, ...]] = {
 }
 # Reports of T generated on T+1 (seed 000 for Alipay+, antom.md 1 for Antom transaction details).
 CYCLE_LAG = timedelta(days=1)
+ALIPAY_CN_READY = time(9, 0)  # alipay-cn.md 2.3 (an account without [openapi] settings: ingested by hand)
 
 
 def is_business_day(day: date, holidays: Iterable[date] = ()) -> bool:
@@ -157,6 +166,8 @@ def account_schedule(account: AccountConfig, config: ScheduleConfig) -> AccountS
     family = account.family
     known = CYCLE_REPORTS.get(family, ()) + SETTLEMENT_REPORTS.get(family, ())
     own = account.schedule
+    if family == "alipay_cn" and account.openapi is not None:  # the bills it asks for
+        known = tuple(r for t in account.openapi.bill_types for r in BILL_TYPE_REPORTS.get(t, ()))
     reports = tuple(own.reports) if own is not None and own.reports is not None else known
     unknown = [r for r in reports if r not in known]
     if unknown:
@@ -172,7 +183,9 @@ def account_schedule(account: AccountConfig, config: ScheduleConfig) -> AccountS
         reports=reports,
         holidays=frozenset(config.holidays) | frozenset(own.holidays if own is not None else ()),
         settlement_lag=lag,
-        publish_time=config.antom_publish_time if antom else config.alipayplus_publish_time,
+        publish_time=(config.antom_publish_time if antom else account.openapi.daily_ready_time
+                      if family == "alipay_cn" and account.openapi is not None else ALIPAY_CN_READY
+                      if family == "alipay_cn" else config.alipayplus_publish_time),
         sandbox_interval=timedelta(minutes=config.sandbox_interval_minutes),
     )
 

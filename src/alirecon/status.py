@@ -36,7 +36,14 @@ from . import errors
 from .clock import TimeError, clearing_date, parse_compact_date, parse_date
 from .config import DEFAULT_DIRECTORIES, AccountConfig, WorkspaceConfig
 from .formats.registry import all_reports
-from .schedule import CYCLE_REPORTS, AccountSchedule, ExpectedReport, account_schedule, expected_reports
+from .schedule import (
+    BILL_TYPE_REPORTS,
+    CYCLE_REPORTS,
+    AccountSchedule,
+    ExpectedReport,
+    account_schedule,
+    expected_reports,
+)
 from .warehouse import Workspace
 
 __all__ = ["STATES", "ReportStatus", "Sighting", "StatusReport", "workspace_status"]
@@ -191,6 +198,8 @@ def _meta_day(family: str, report: str, meta: dict[str, str]) -> date | None:
         return _compact_or_iso((meta.get("batch_id") or "")[:8])
     if family == "antom" and report == "transaction_detail":
         return _compact_or_iso(meta.get("date"))  # transactionItems_<transactionDate>_<seq> (antom.md 3)
+    if family == "alipay_cn" and meta.get("period") == "daily":
+        return _compact_or_iso(meta.get("bill_date"))  # the period line of a daily bill (alipay-cn.md 6.1)
     return None  # Antom settlement names carry no date, and batch ids need not start with it (antom.md 3)
 
 
@@ -244,7 +253,7 @@ class _Placer:
             return acc.name, _meta_day(acc.family, report, meta) if report else None
         # outside every layout: the file names the account (Alipay+ participantId), its lines do (Antom
         # customerId), or the family has one account
-        named = meta.get("participant_id")
+        named = meta.get("participant_id") or meta.get("account")  # Alipay China: the #账号 line
         narrowed = ([a for a in candidates if a.account_id == named] if named
                     else [a for a in candidates if a.account_id in content_accounts] if content_accounts is not None
                     else candidates)
@@ -287,6 +296,9 @@ def _manifest(ws: Workspace, placer: _Placer, known: dict[str, Sighting]) -> lis
     layout): complete files are ingested/quarantined as ``files`` says, else archived; the rest only listed."""
     out: list[Sighting] = []
     for row in ws.remote_files().to_pylist():
+        if row["source"] == "openapi":
+            out.extend(_bill_sightings(row))
+            continue
         sha = row["sha256"] if row["state"] == "complete" else None
         account_family: str | None = next((a.family for a in placer.accounts if a.name == row["account"]), None)
         family, report, meta = _name_facts(account_family, row["name"])
@@ -297,6 +309,19 @@ def _manifest(ws: Workspace, placer: _Placer, known: dict[str, Sighting]) -> lis
         out.append(Sighting(row["name"], row["remote_path"], state, sha, _aware(at), _aware(row["mtime"]), family,
                             report, account, day, meta.get("currency")))
     return out
+
+
+def _bill_sightings(row: dict[str, Any]) -> list[Sighting]:
+    """An open-platform manifest row (``<bill_type>/<yyyy-MM-dd>``, fetch.openapi_remote_path) stands for each
+    report of its bill type that day: fetched, or a day the API has no bill for (an empty day, recorded by the
+    fetch once past due: nothing is missing)."""
+    bill_type, _, period = str(row["remote_path"]).partition("/")
+    day = _compact_or_iso(period) if len(period) == 10 else None
+    if row["state"] != "complete" or day is None:
+        return []
+    return [Sighting(row["name"], row["remote_path"], "archived", row["sha256"], _aware(row["fetched_at"]),
+                     _aware(row["mtime"]), "alipay_cn", report, row["account"], day, None)
+            for report in BILL_TYPE_REPORTS.get(bill_type, ())]
 
 
 def _state(exp: ExpectedReport, files: Sequence[Sighting], now: datetime, ws_config: WorkspaceConfig

@@ -261,3 +261,29 @@ def test_an_empty_bill_file_is_archived_and_ingested_once_with_nothing_to_load(s
     assert [r["ingested_at"] is not None for r in setup.ws.remote_files(NAME).to_pylist()] == [True]
     assert ingest_fetched(setup.ws).files == ()
 
+
+
+def test_status_tells_bills_arrived_empty_days_and_missing_ones(setup: Setup) -> None:
+    """``alirecon status`` for an Alipay China account: a fetched day arrived (its four reports), a day the API
+    has no bill for is arrived-empty once the fetch recorded it, a day never fetched is due then late."""
+    from alirecon.status import workspace_status
+
+    setup.ws.config.accounts.append(setup.account())
+    # 11-02 has no bill at the gateway and is past its expected time plus the grace: an empty day
+    assert setup.fetch(since="2026-11-02", until="2026-11-03").error is None
+
+    def states(hour: int) -> dict[str, set[str]]:
+        report = workspace_status(setup.ws, now=NOW.replace(hour=hour), since=date(2026, 11, 2),
+                                  until=date(2026, 11, 4))
+        out: dict[str, set[str]] = {}
+        for row in report.rows:
+            out.setdefault(row.expected.day.isoformat(), set()).add(f"{row.expected.report}:{row.state}")
+        return out
+
+    reports = ("account_detail", "account_summary", "trade_detail", "trade_summary")
+    at_ten = states(10)  # 11-04's bills were due at 09:00; the grace is 2 hours
+    assert at_ten == {"2026-11-02": {f"{r}:arrived" for r in reports}, "2026-11-03": {f"{r}:arrived" for r in reports},
+                      "2026-11-04": {f"{r}:due" for r in reports}}
+    assert states(12)["2026-11-04"] == {f"{r}:late" for r in reports}
+    assert setup.fetch(since="2026-11-04", until="2026-11-04").ok
+    assert states(12)["2026-11-04"] == {f"{r}:arrived" for r in reports}

@@ -426,3 +426,81 @@ class WorkspaceConfig(_Model):
             if acc.family == family and acc.account_id == account_id:
                 return acc.role
         return None
+
+
+# -- Barcode payments (issue 5): pay profiles. barcode.md 10.7 (seed 004): sandbox and production differ in
+# client ID, RSA2 key and merchant ID, so a profile holds all of them and ``PayConfig.active`` switches them
+# together. No secret here: the private key comes from a file or an environment variable.
+PAY_PRODUCTION_ENDPOINT = "https://open-sea.alipay.com/api/alipay/intl/acquiring"  # barcode.md 10.1 (confirm)
+PAY_PRODUCTION_HOSTS = ("open-sea.alipay.com", "open-na.alipay.com")  # barcode.md 10.1 (open-na: version 2.0.2)
+
+
+class PayProfile(_Model):
+    """One environment's identity at the barcode payment API (barcode.md 10.1, 10.3, 10.7)."""
+
+    environment: Literal["sandbox", "production"]
+    endpoint: str = PAY_PRODUCTION_ENDPOINT  # base URL; the functions' paths follow (…/offline/pay.htm, 10.1)
+    client_id: str = Field(min_length=1, max_length=32)  # head.clientId String(32), issued by Alipay (10.1)
+    merchant_id: str = Field(min_length=1, max_length=64)  # body.merchantId String(64) (10.2)
+    private_key_file: Path | None = None  # PEM (PKCS#1 or PKCS#8) or bare Base64; relative: from the workspace
+    private_key_env: str | None = None  # name of the environment variable holding the key text
+    alipay_public_key_file: Path | None = None
+    alipay_public_key: str | None = None  # PEM or bare Base64 (public: may be inline)
+    # 10.3 step 2 [inferred]: the pages say SHA1withRSA, signType RSA2 suggests SHA256withRSA
+    sign_type: Literal["RSA2", "RSA"] = "RSA2"
+    version: str = Field("2.0.0", max_length=8)  # head.version: 2.0.0 (openapi pages) or 2.0.4 (publicapi) (10.1)
+    timeout: float = Field(15.0, gt=0)  # seconds per call; past it the outcome is unknown (10.5 step 1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(f"endpoint must be an http(s) URL such as {PAY_PRODUCTION_ENDPOINT}")
+        return value.rstrip("/")
+
+    @field_validator("private_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME_RE.fullmatch(value):
+            raise ValueError("must name an environment variable (letters, digits, '_'), not hold the secret")
+        return value
+
+    @field_validator("alipay_public_key")
+    @classmethod
+    def _public_key_text(cls, value: str | None) -> str | None:
+        if value is not None and "PRIVATE KEY" in value:
+            raise ValueError("alipay_public_key holds a private key: never put a private key in the config")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> PayProfile:
+        if (self.private_key_file is None) == (self.private_key_env is None):
+            raise ValueError("a pay profile needs exactly one of private_key_file or private_key_env")
+        if (self.alipay_public_key_file is None) == (self.alipay_public_key is None):
+            raise ValueError("a pay profile needs exactly one of alipay_public_key_file or alipay_public_key")
+        return self
+
+
+class PayConfig(_Model):
+    """The sandbox and production profiles and the one switch between them (barcode.md 10.7)."""
+
+    active: Literal["sandbox", "production"] = "sandbox"
+    sandbox: PayProfile | None = None
+    production: PayProfile | None = None
+    production_hosts: list[str] = Field(default_factory=lambda: list(PAY_PRODUCTION_HOSTS))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PayConfig:
+        for slot in ("sandbox", "production"):
+            profile = getattr(self, slot)
+            if profile is not None and profile.environment != slot:
+                raise ValueError(f"pay.{slot} is marked environment={profile.environment!r}")
+        if getattr(self, self.active) is None:
+            raise ValueError(f"pay.active is {self.active!r} but pay.{self.active} is not configured")
+        return self
+
+    def profile(self) -> PayProfile:
+        """The active profile: client ID, keys and merchant ID switch together."""
+        chosen: PayProfile | None = getattr(self, self.active)
+        assert chosen is not None  # _consistent
+        return chosen

@@ -59,7 +59,8 @@ SS_NAME = antom.file_name("settlement_summary", currency="USD", batch_id="B1")
 def test_every_check_has_an_id_family_and_source() -> None:
     assert {"AP-I1", "AP-I2", "AP-I3", "AP-D1", "AP-I4", "AP-I5", "AP-D2", "AP-I6", "AP-I8",
             "AN-1", "AN-2", "AN-3", "AN-4", "AN-5", "AN-9"} <= set(CHECKS)
-    assert all(spec.source and spec.family in ("antom", "alipayplus", "alipay_cn") for spec in CHECKS.values())
+    families = ("antom", "alipayplus", "alipay_cn", "barcode")
+    assert all(spec.source and spec.family in families for spec in CHECKS.values())
 
 
 def test_antom_consistent_batch_passes_with_fx_conversion(tmp_path: Path) -> None:

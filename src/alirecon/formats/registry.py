@@ -20,7 +20,7 @@ from .engine import ParsedFile, ParseOptions, new_connection
 
 __all__ = ["FAMILIES", "all_reports", "detect", "get_report", "parse_file"]
 
-FAMILIES = ("alipayplus", "antom", "alipay_cn")
+FAMILIES = ("alipayplus", "antom", "alipay_cn", "barcode")
 
 
 @cache

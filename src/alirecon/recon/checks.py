@@ -626,4 +626,4 @@ def run_checks(ctx: CheckContext, families: set[str] | None = None) -> pa.Table:
 
 
 # Family modules register their checks on import (kept last: they import the helpers above).
-from . import checks_alipay_cn  # noqa: E402,F401
+from . import checks_alipay_cn, checks_barcode  # noqa: E402,F401

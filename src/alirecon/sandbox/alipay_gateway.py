@@ -454,7 +454,7 @@ class AlipayGateway:
         if length > MAX_BODY:
             request.reply(413, b"request too large", "text/plain")
             return
-        body = request.rfile.read(length) if length else b""
+        body = request.read_body(length) if length else b""
         content_type = request.headers.get("Content-Type", "")
         with self._lock:
             self.stats.content_types[content_type.split(";")[0].strip().lower() or "(none)"] += 1
@@ -713,6 +713,7 @@ def _multipart(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "alirecon-sandbox-gateway"
+    body_read = True  # per request: whether the handler has consumed the body (``_dispatch`` resets it)
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -722,6 +723,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         gateway: AlipayGateway = self.server.gateway  # type: ignore[attr-defined]
+        self.body_read = False
         try:
             gateway.handle(self)
         except (ConnectionError, TimeoutError):
@@ -731,7 +733,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.reply(500, b"sandbox gateway error", "text/plain")
 
+    def read_body(self, length: int) -> bytes:
+        """The request's body (``length`` bytes, from a Content-Length the caller checked)."""
+        self.body_read = True
+        return self.rfile.read(length)
+
+    def _drain(self) -> None:
+        """Read a body an early answer left unread: closing a socket with unread bytes resets the connection
+        and the client loses the answer; keeping it open would read the body as the next request."""
+        if self.body_read:
+            return
+        self.body_read = True
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if 0 < length <= MAX_BODY and "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
     def reply(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> None:
+        self._drain()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -55,7 +55,7 @@ from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from cryptography import x509
@@ -300,7 +300,57 @@ def _self_signed(host: str) -> tuple[bytes, bytes]:
 # The gateway
 
 
-class AlipayGateway:
+class LoopbackService:
+    """A sandbox HTTP service on loopback: a ``ThreadingHTTPServer`` on a daemon thread, whose handler calls
+    ``handle(request)``; ``start``/``stop`` or ``with``."""
+
+    handler: type[BaseHTTPRequestHandler]  # set below, once the shared handler is defined
+    thread_name = "alirecon-sandbox-http"
+    host: str
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _port: int | None = None
+
+    def handle(self, request: _Handler) -> None:
+        raise NotImplementedError
+
+    def start(self, port: int = 0) -> int:
+        """Listen on ``host:port`` and serve from a daemon thread; return the port."""
+        return self._serve(port)
+
+    def _serve(self, port: int, wrap: Callable[[ThreadingHTTPServer], None] | None = None) -> int:
+        if self._server is not None:
+            raise RuntimeError("already started")
+        server = ThreadingHTTPServer((self.host, port), self.handler)
+        server.daemon_threads = True
+        server.gateway = self  # type: ignore[attr-defined]
+        if wrap is not None:
+            wrap(server)
+        self._server, self._port = server, server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self._port
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(30)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class AlipayGateway(LoopbackService):
     """The simulated open platform. ``start()`` serves it on loopback (port 0: any free port) in a thread.
 
     ``register_app`` declares an app (its public key and owner PID); ``grant`` issues an app_auth_token of
@@ -323,9 +373,6 @@ class AlipayGateway:
         self.ca_pem: bytes | None = None  # the TLS certificate clients must trust (tls=True)
         self._alipay_key = alipay_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port: int | None = None
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -382,45 +429,21 @@ class AlipayGateway:
         """The gateway URL for ``openapi.gateway``."""
         return self.base_url + GATEWAY_PATH
 
+    thread_name = "alirecon-sandbox-alipay-gateway"
+
     def start(self, port: int = 0) -> int:
-        """Listen on ``host:port`` and serve from a daemon thread; return the port."""
-        if self._server is not None:
-            raise RuntimeError("already started")
-        server = ThreadingHTTPServer((self.host, port), _Handler)
-        server.daemon_threads = True
-        server.gateway = self  # type: ignore[attr-defined]
-        if self.tls:
-            cert, key = _self_signed(self.host)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            with tempfile.TemporaryDirectory() as tmp:  # load_cert_chain wants files; the key is a throwaway
-                (Path(tmp) / "cert.pem").write_bytes(cert)
-                (Path(tmp) / "key.pem").write_bytes(key)
-                context.load_cert_chain(Path(tmp) / "cert.pem", Path(tmp) / "key.pem")
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-            self.ca_pem = cert
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="alirecon-sandbox-alipay-gateway", daemon=True)
-        self._thread.start()
-        return self._port
+        """Listen on ``host:port`` (TLS with a fresh self-signed certificate when ``tls``); return the port."""
+        return self._serve(port, self._wrap_tls if self.tls else None)
 
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(30)
-        self._server = self._thread = None
-
-    def __enter__(self) -> AlipayGateway:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _wrap_tls(self, server: ThreadingHTTPServer) -> None:
+        cert, key = _self_signed(self.host)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as tmp:  # load_cert_chain wants files; the key is a throwaway
+            (Path(tmp) / "cert.pem").write_bytes(cert)
+            (Path(tmp) / "key.pem").write_bytes(key)
+            context.load_cert_chain(Path(tmp) / "cert.pem", Path(tmp) / "key.pem")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self.ca_pem = cert
 
     def details(self) -> dict[str, Any]:
         """What a client needs (``alirecon sandbox serve`` prints it)."""
@@ -767,6 +790,9 @@ class _Handler(BaseHTTPRequestHandler):
         # the request line holds signatures and, for GET clients, the app_auth_token: log the path only
         log.debug("%s %s %s", self.command, urlsplit(self.path).path, args[1] if len(args) > 1 else "")
 
+
+
+LoopbackService.handler = _Handler
 
 # ---------------------------------------------------------------------------------------------
 # A world's gateway (``alirecon sandbox serve`` and ``alirecon demo``)

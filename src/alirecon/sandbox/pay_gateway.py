@@ -30,7 +30,6 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -51,7 +50,7 @@ from ..pay.client import (
     parse_response,
 )
 from ..sources.openapi import SignType, load_public_key, sign
-from .alipay_gateway import _Handler
+from .alipay_gateway import LoopbackService, _Handler
 from .clock import SimClock
 
 __all__ = ["API_PREFIX", "GatewayPayment", "GatewayRefund", "PayFaults", "PayGateway", "PayGatewayStats"]
@@ -142,9 +141,12 @@ def _fail(code: str, message: str) -> _Answer:
     return _Answer("F", code, message)
 
 
-class PayGateway:
+class PayGateway(LoopbackService):
     """The simulated acquiring API. ``register_client`` declares a clientId, its public key and its merchant IDs;
     ``start()`` serves on loopback; give clients ``endpoint`` and ``alipay_public_key_pem``."""
+
+    handler = _PayHandler
+    thread_name = "alirecon-sandbox-pay-gateway"
 
     def __init__(self, clock: SimClock, *, alipay_key: rsa.RSAPrivateKey | None = None,
                  faults: PayFaults | None = None, host: str = "127.0.0.1") -> None:
@@ -157,9 +159,6 @@ class PayGateway:
         self._by_acquirement: dict[str, GatewayPayment] = {}
         self._alipay_key = alipay_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port: int | None = None
 
     def register_client(self, client_id: str, public_key: rsa.RSAPublicKey | bytes | str,
                         merchant_ids: tuple[str, ...] | list[str]) -> None:
@@ -187,34 +186,6 @@ class PayGateway:
             raise RuntimeError("the gateway has not started")
         return f"http://{self.host}:{self._port}{API_PREFIX}"
 
-    def start(self, port: int = 0) -> int:
-        if self._server is not None:
-            raise RuntimeError("already started")
-        server = ThreadingHTTPServer((self.host, port), _PayHandler)
-        server.daemon_threads = True
-        server.gateway = self  # type: ignore[attr-defined]
-        self._server, self._port = server, server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="alirecon-sandbox-pay-gateway", daemon=True)
-        self._thread.start()
-        return self._port
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(30)
-        self._server = self._thread = None
-
-    def __enter__(self) -> PayGateway:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- requests -------------------------------------------------------------------------------
 

@@ -12,9 +12,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +27,10 @@ from .config import LedgerConfig, WorkspaceConfig
 from .formats.engine import ParsedFile, new_connection
 from .formats.registry import parse_file
 from .warehouse import IngestReport, Workspace
+
+if TYPE_CHECKING:  # the payment modules load only when a pay command runs
+    from .pay.client import PayClient
+    from .pay.flow import FlowSettings, PayJournal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reconcile Alipay+, Antom and Alipay payments: parse, check and match every report exactly.")
@@ -734,6 +739,285 @@ def status(
     else:
         _print_status(report)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_DISCREPANCY)
+
+
+
+# --- alirecon pay: barcode payments (issue 5) ----------------------------------------------------
+
+pay_app = typer.Typer(no_args_is_help=True,
+                      help="Barcode (in-store) payments: pay with the provider's best-practice flow, query, "
+                           "cancel, refund, resume after a crash, and the manual list. "
+                           "Journal: <workspace>/pay_journal.sqlite.")
+app.add_typer(pay_app, name="pay")
+
+PAY_JOURNAL_NAME = "pay_journal.sqlite"
+TransIdOpt = Annotated[str | None, typer.Option("--trans-id", help="merchantTransId: the payment's idempotency key.")]
+AcquirementOpt = Annotated[str | None, typer.Option("--acquirement-id", help="Alipay's acquirementId.")]
+
+
+@contextmanager
+def _pay_session(workspace: Path) -> Iterator[tuple[PayClient, PayJournal, FlowSettings]]:
+    """The active profile's client, the workspace's journal and the configured flow settings, closed after."""
+    from .config import CONFIG_NAME
+    from .pay.client import PayClient
+    from .pay.flow import FlowSettings, PayJournal
+    from .warehouse import _load_config
+
+    cfg_path = workspace / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise errors.ConfigError(f"{workspace} is not an alirecon workspace (no {CONFIG_NAME}); run init first")
+    config = _load_config(cfg_path).pay
+    if config is None:
+        raise errors.ConfigError(f"{cfg_path} has no [pay] section (profiles: [pay.sandbox] / [pay.production])")
+    settings = FlowSettings(**config.flow.overrides())
+    with PayClient.from_config(config, key_root=workspace) as client, \
+            PayJournal(workspace / PAY_JOURNAL_NAME) as journal:
+        yield client, journal, settings
+
+
+def _record_dict(record: Any) -> dict[str, Any]:
+    """What a person or a program may see of a journaled payment: never the buyer's code (not in a record)."""
+    from .money import format_major
+
+    return {"merchant_trans_id": record.merchant_trans_id, "merchant_id": record.merchant_id,
+            "state": record.state, "amount": format_major(record.amount, record.currency),
+            "amount_minor": record.amount, "currency": record.currency, "acquirement_id": record.acquirement_id,
+            "queries": record.queries, "cancels": record.cancels, "last_code": record.last_code,
+            "reason": record.reason, "created_at": record.created_at.isoformat(),
+            "updated_at": record.updated_at.isoformat()}
+
+
+def _result_dict(result: Any) -> dict[str, Any]:
+    """One call's outcome: status, code, message and the ids of the verified body (never the request)."""
+    out: dict[str, Any] = {"function": result.function, "status": result.status, "code": result.code,
+                           "message": result.message}
+    for name in ("acquirementId", "acquirementStatus", "merchantTransId", "refundId", "merchantRefundId"):
+        if result.body.get(name):
+            out[name] = str(result.body[name])
+    return out
+
+
+def _print_payments(records: Sequence[Any], title: str) -> None:
+    table = Table(title=title)
+    for col in ("merchantTransId", "state", "amount", "acquirementId", "reason"):
+        table.add_column(col)
+    for r in records:
+        d = _record_dict(r)
+        style = {"SUCCESS": "green", "MANUAL": "bold red"}.get(r.state, "yellow")
+        table.add_row(r.merchant_trans_id, f"[{style}]{r.state}[/]", f"{d['amount']} {r.currency}",
+                      r.acquirement_id or "", r.reason or "")
+    console.print(table)
+
+
+def _print_result(result: Any) -> None:
+    d = _result_dict(result)
+    style = {"S": "green", "F": "red"}.get(result.status, "yellow")
+    console.print(f"{d.pop('function')}: [{style}]{d.pop('status')}[/] {d.pop('code')} {d.pop('message')}",
+                  highlight=False, soft_wrap=True)
+    for key, value in d.items():
+        console.print(f"  {key}: {value}", highlight=False)
+
+
+def _major_amount(text: str, currency: str, option: str) -> int:
+    """A major-unit amount typed by a person, exactly in minor units (money.parse_major: no rounding)."""
+    from .money import MoneyError, parse_major
+
+    try:
+        minor = parse_major(text, currency.upper())
+    except MoneyError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+    if minor <= 0:
+        raise typer.BadParameter("must be positive", param_hint=option)
+    return minor
+
+
+def _payment_key(trans_id: str | None, acquirement_id: str | None) -> None:
+    if not trans_id and not acquirement_id:
+        raise typer.BadParameter("give --trans-id or --acquirement-id")
+
+
+@pay_app.command("create")
+@guarded
+def pay_create(
+    trans_id: Annotated[str, typer.Option(
+        "--trans-id", help="merchantTransId: yours, unique per payment; a retry repeats it (a journaled one is "
+                           "resumed, never paid again).")],
+    amount: Annotated[str, typer.Option(help="Amount in major units, e.g. 12.30 (exact: no rounding).")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code, e.g. USD.")],
+    buyer_code: Annotated[str, typer.Option("--buyer-code", envvar="ALIRECON_BUYER_CODE", show_envvar=True,
+                                            help="The buyer's scanned payment code (never printed).")],
+    title: Annotated[str, typer.Option(help="orderTitle.")],
+    workspace: WorkspaceOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Pay one barcode payment and run the best-practice flow (query, cancel, manual) to a final state.
+    Exit 0 SUCCESS, 1 CANCELLED / FAILED / MANUAL."""
+    from .pay.flow import PayFlow, PaymentRequest
+
+    minor = _major_amount(amount, currency, "--amount")
+    with _pay_session(workspace) as (client, journal, settings):
+        request = PaymentRequest(trans_id, minor, currency.upper(), buyer_code, order_title=title)
+        record = PayFlow(client, journal, settings).pay(request)
+    if as_json:
+        _emit({"payment": _record_dict(record)})
+    else:
+        _print_payments([record], "Payment")
+    raise typer.Exit(EXIT_OK if record.state == "SUCCESS" else EXIT_DISCREPANCY)
+
+
+@pay_app.command("resume")
+@guarded
+def pay_resume(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Run every unfinished payment of the active merchant to a final state: the command to run after a crash.
+    Exit 0 when every resumed payment succeeded (or none was unfinished), 1 otherwise."""
+    from .pay.flow import PayFlow
+
+    with _pay_session(workspace) as (client, journal, settings):
+        records = PayFlow(client, journal, settings).resume_all()
+    if as_json:
+        _emit({"resumed": [_record_dict(r) for r in records]})
+    elif records:
+        _print_payments(records, "Resumed payments")
+    else:
+        console.print("no unfinished payment")
+    raise typer.Exit(EXIT_OK if all(r.state == "SUCCESS" for r in records) else EXIT_DISCREPANCY)
+
+
+@pay_app.command("manual")
+@guarded
+def pay_manual(
+    workspace: WorkspaceOpt = Path("."),
+    resolve: Annotated[str | None, typer.Option(help="merchantTransId of a MANUAL payment a person settled.")] = None,
+    state: Annotated[str | None, typer.Option(help="With --resolve: what support found, SUCCESS or CANCELLED.")]
+    = None,
+    note: Annotated[str | None, typer.Option(help="With --resolve: who decided and why (kept in the journal).")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the MANUAL payments and their reasons (exit 1 when any), or record a person's decision on one."""
+    if resolve is None:
+        if state is not None or note is not None:
+            raise typer.BadParameter("--state and --note go with --resolve")
+        with _pay_session(workspace) as (client, journal, _):
+            records = [r for r in journal.payments("MANUAL") if r.merchant_id == client.merchant_id]
+        if as_json:
+            _emit({"manual": [_record_dict(r) for r in records]})
+        elif records:
+            _print_payments(records, "Payments waiting for a person (contact support, then --resolve)")
+        else:
+            console.print("no payment waits for a person")
+        raise typer.Exit(EXIT_DISCREPANCY if records else EXIT_OK)
+    if state not in ("SUCCESS", "CANCELLED"):
+        raise typer.BadParameter("--resolve needs --state SUCCESS or --state CANCELLED", param_hint="--state")
+    if not note or not note.strip():
+        raise typer.BadParameter("--resolve needs --note (what support said, who decided)", param_hint="--note")
+    with _pay_session(workspace) as (client, journal, _):
+        record = journal.resolve_manual(client.merchant_id, resolve, "SUCCESS" if state == "SUCCESS" else "CANCELLED",
+                                        note.strip())
+    if as_json:
+        _emit({"payment": _record_dict(record)})
+    else:
+        _print_payments([record], "Resolved")
+
+
+@pay_app.command("query")
+@guarded
+def pay_query(trans_id: TransIdOpt = None, acquirement_id: AcquirementOpt = None, workspace: WorkspaceOpt = Path("."),
+              as_json: JsonOpt = False) -> None:
+    """One payQuery. Exit 0 when answered S (see acquirementStatus), 1 for F or an unknown outcome."""
+    _payment_key(trans_id, acquirement_id)
+    with _pay_session(workspace) as (client, _, _settings):
+        result = client.pay_query(trans_id, acquirement_id)
+    if as_json:
+        _emit({"result": _result_dict(result)})
+    else:
+        _print_result(result)
+    raise typer.Exit(EXIT_OK if result.status == "S" else EXIT_DISCREPANCY)
+
+
+@pay_app.command("cancel")
+@guarded
+def pay_cancel(trans_id: TransIdOpt = None, acquirement_id: AcquirementOpt = None, workspace: WorkspaceOpt = Path("."),
+               as_json: JsonOpt = False) -> None:
+    """One payCancel (repeat it freely: same ids, same cancel). A journaled payment that had finished SUCCESS is
+    marked CANCELLED in the journal when the cancel succeeds. Exit 0 when S, 1 for F or unknown (retry)."""
+    _payment_key(trans_id, acquirement_id)
+    with _pay_session(workspace) as (client, journal, _):
+        result = client.pay_cancel(trans_id, acquirement_id)
+        known = journal.get(client.merchant_id, trans_id) if trans_id else next(
+            (p for p in journal.payments("SUCCESS") if p.acquirement_id == acquirement_id), None)
+        if result.status == "S" and known is not None and known.state == "SUCCESS":
+            # a cancel after the flow finished: the journal (the ledger) must not keep a charge that is gone
+            journal.write(known, datetime.now(UTC), function="payCancel", phase="after", attempt=known.cancels + 1,
+                          result=result, state="CANCELLED", reason="cancelled with alirecon pay cancel")
+    if as_json:
+        _emit({"result": _result_dict(result)})
+    else:
+        _print_result(result)
+    raise typer.Exit(EXIT_OK if result.status == "S" else EXIT_DISCREPANCY)
+
+
+@pay_app.command("refund")
+@guarded
+def pay_refund(
+    acquirement_id: Annotated[str, typer.Option("--acquirement-id", help="The paid payment's acquirementId.")],
+    refund_id: Annotated[str, typer.Option("--refund-id", help="merchantRefundId: yours; repeat it on every retry "
+                                                                "of this refund (a new id is a new refund).")],
+    amount: Annotated[str, typer.Option(help="Refund amount in major units (partial refunds allowed).")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code of the payment.")],
+    reason: Annotated[str | None, typer.Option(help="refundReason.")] = None,
+    workspace: WorkspaceOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """One refund. Exit 0 when S; 1 for F, or for an unknown outcome: then retry with the SAME --refund-id."""
+    minor = _major_amount(amount, currency, "--amount")
+    with _pay_session(workspace) as (client, _, _settings):
+        result = client.refund(acquirement_id, refund_id, minor, currency.upper(), reason=reason)
+    if as_json:
+        _emit({"result": _result_dict(result)})
+    else:
+        _print_result(result)
+        if result.status == "U":
+            console.print(f"outcome unknown: run the same command again (same --refund-id {refund_id})",
+                          highlight=False)
+    raise typer.Exit(EXIT_OK if result.status == "S" else EXIT_DISCREPANCY)
+
+
+
+@pay_app.command("ledger")
+@guarded
+def pay_ledger(
+    out: Annotated[Path, typer.Option("--out", help="The ledger CSV to write (replaced atomically).")],
+    workspace: WorkspaceOpt = Path("."),
+    merchant_id: Annotated[str | None, typer.Option(help="Only this merchantId (default: every one).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the payment journal as a ledger CSV (family barcode, minor units; UNKNOWN for unfinished payments,
+    MANUAL for the manual list) and print the [[ledgers]] entry that reads it, so reconcile sees every payment."""
+    import tomli_w
+
+    from .pay.flow import PayJournal
+    from .pay.ledger import journal_rows, write_journal_ledger
+
+    if out.suffix.lower() != ".csv":
+        raise typer.BadParameter("the ledger is written as CSV: give a .csv file", param_hint="--out")
+    journal_path = workspace / PAY_JOURNAL_NAME
+    if not journal_path.is_file():
+        raise errors.ConfigError(f"no payment journal at {journal_path} (alirecon pay create writes it)")
+    with PayJournal(journal_path) as journal:
+        rows = journal_rows(journal, merchant_id)
+    config = write_journal_ledger(rows, out)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    entry = config.model_dump(mode="json", exclude_none=True)
+    if as_json:
+        _emit({"out": str(out), "rows": len(rows), "statuses": counts, "ledger": entry})
+    else:
+        console.print(f"{len(rows)} payments written to {out}: "
+                      + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"), highlight=False)
+        console.print("add to alirecon.toml to reconcile them:", highlight=False)
+        console.print(tomli_w.dumps({"ledgers": [entry]}), highlight=False, soft_wrap=True, markup=False)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import string
 import tomllib
 from datetime import date, time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -411,6 +411,7 @@ class WorkspaceConfig(_Model):
     accounts: list[AccountConfig] = Field(default_factory=list)
     duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    pay: PayConfig | None = None  # barcode payments (issue 5): profiles + flow settings; None = not used
 
     @classmethod
     def load(cls, path: Path) -> WorkspaceConfig:
@@ -481,6 +482,30 @@ class PayProfile(_Model):
         return self
 
 
+class PayFlowConfig(_Model):
+    """Overrides of ``pay.flow.FlowSettings`` (barcode.md 10.5: "every interval and count is configurable").
+    ``None`` keeps the flow's default, which lives (with its source) in one place: ``FlowSettings``."""
+
+    query_interval: float | None = Field(None, ge=0)
+    max_queries: int | None = Field(None, ge=1)
+    query_time_limit: float | None = Field(None, ge=0)
+    not_exist_retries: int | None = Field(None, ge=0)
+    not_exist_interval: tuple[float, float] | None = None
+    cancel_retries: int | None = Field(None, ge=0)
+    cancel_interval: float | None = Field(None, ge=0)
+
+    @field_validator("not_exist_interval")
+    @classmethod
+    def _interval(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 <= value[0] <= value[1]:
+            raise ValueError("not_exist_interval is [low, high] seconds with 0 <= low <= high")
+        return value
+
+    def overrides(self) -> dict[str, Any]:
+        """The values set, as ``FlowSettings`` keyword arguments."""
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
 class PayConfig(_Model):
     """The sandbox and production profiles and the one switch between them (barcode.md 10.7)."""
 
@@ -488,6 +513,7 @@ class PayConfig(_Model):
     sandbox: PayProfile | None = None
     production: PayProfile | None = None
     production_hosts: list[str] = Field(default_factory=lambda: list(PAY_PRODUCTION_HOSTS))
+    flow: PayFlowConfig = Field(default_factory=lambda: PayFlowConfig())
 
     @model_validator(mode="after")
     def _consistent(self) -> PayConfig:

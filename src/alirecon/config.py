@@ -12,10 +12,10 @@ import string
 import tomllib
 from datetime import date, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import ConfigError
 from .formats.engine import ParseOptions
@@ -184,6 +184,33 @@ DEFAULT_DIRECTORIES: dict[tuple[str, str], tuple[str, ...]] = {
     ("antom", "sandbox"): ("/v1/settlements/{account_id}/{date:%Y%m%d}",),  # antom.md names no sandbox tree
 }
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HTTP_URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+_BASE64_KEY_RE = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
+def _env_var_name(value: str) -> str:
+    if not _ENV_NAME_RE.fullmatch(value):  # a name, never the secret itself
+        raise ValueError("must name an environment variable (letters, digits, '_'), not hold the secret")
+    return value
+
+
+def _public_key_text(value: str) -> str:
+    if "PRIVATE KEY" in value:
+        raise ValueError("holds a private key: never put a private key in the config")
+    if not (value.lstrip().startswith("-----BEGIN PUBLIC KEY-----") or _BASE64_KEY_RE.fullmatch(value)):
+        raise ValueError("must be a PEM public key or its bare Base64 text")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not _HTTP_URL_RE.fullmatch(value):
+        raise ValueError("must be an http(s) URL such as https://openapi.alipay.com/gateway.do")
+    return value
+
+
+EnvVarName = Annotated[str, AfterValidator(_env_var_name)]  # settings that name where a secret is
+PublicKeyText = Annotated[str, AfterValidator(_public_key_text)]  # an inline public key (never a private one)
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class SftpConfig(_Model):
@@ -193,9 +220,9 @@ class SftpConfig(_Model):
     host: str = Field(min_length=1)
     port: int = Field(22, ge=1, le=65535)
     username: str = Field(min_length=1)
-    password_env: str | None = None  # name of the environment variable holding the password
+    password_env: EnvVarName | None = None  # name of the environment variable holding the password
     key_file: Path | None = None  # private key (relative paths: from the workspace)
-    key_passphrase_env: str | None = None
+    key_passphrase_env: EnvVarName | None = None
     known_hosts: Path | None = None  # default: <workspace>/known_hosts
     # first contact only: record an unknown host key instead of refusing it (a changed key is always refused)
     accept_new_host_key: bool = False
@@ -210,14 +237,6 @@ class SftpConfig(_Model):
     retries: int = Field(5, ge=0)  # further attempts after a disconnect or timeout
     backoff_initial: float = Field(1.0, ge=0)  # seconds before the first retry, doubled each time
     backoff_max: float = Field(30.0, ge=0)
-
-    @field_validator("password_env", "key_passphrase_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        # a name, never the secret itself
-        if value is not None and not _ENV_NAME_RE.fullmatch(value):
-            raise ValueError("must name an environment variable (letters, digits, '_'), not hold the secret")
-        return value
 
     @field_validator("directories")
     @classmethod
@@ -256,7 +275,6 @@ ALIPAY_GATEWAY = "https://openapi.alipay.com/gateway.do"
 ALIPAY_SANDBOX_GATEWAY = "https://openapi-sandbox.dl.alipaydev.com/gateway.do"
 ALIPAY_OLD_SANDBOX_GATEWAY = "https://openapi.alipaydev.com/gateway.do"
 _BILL_TYPE_RE = re.compile(r"[A-Za-z_]{1,20}")  # bill_type is string(20) (alipay-cn.md 2.3)
-_BASE64_KEY_RE = re.compile(r"[A-Za-z0-9+/=\s]+")
 
 
 class OpenApiConfig(_Model):
@@ -264,16 +282,16 @@ class OpenApiConfig(_Model):
     key comes from a file or the environment variable named below, the app_auth_token from the environment.
     Alipay's public key is public, so it may be written inline."""
 
-    gateway: str = ALIPAY_GATEWAY
+    gateway: HttpUrl = ALIPAY_GATEWAY
     app_id: str = Field(min_length=1, max_length=32)  # alipay-cn.md 2.2
     private_key_file: Path | None = None  # PEM (PKCS#1 or PKCS#8) or bare Base64; relative: from the workspace
-    private_key_env: str | None = None  # name of the environment variable holding the key text
+    private_key_env: EnvVarName | None = None  # name of the environment variable holding the key text
     alipay_public_key_file: Path | None = None
-    alipay_public_key: str | None = None  # PEM or bare Base64 (SubjectPublicKeyInfo)
+    alipay_public_key: PublicKeyText | None = None  # PEM or bare Base64 (SubjectPublicKeyInfo)
     sign_type: Literal["RSA2", "RSA"] = "RSA2"  # RSA2 = SHA256withRSA, RSA = SHA1withRSA (alipay-cn.md 3.1)
     charset: Literal["utf-8", "gbk", "gb2312"] = "utf-8"
     # ISV / main-account mode: the authorising merchant's token (a secret: only the variable's name is here)
-    app_auth_token_env: str | None = None
+    app_auth_token_env: EnvVarName | None = None
     bill_types: list[str] = Field(default_factory=lambda: ["trade", "signcustomer"])
     monthly: bool = False  # also fetch monthly bills (yyyy-MM)
     smid: str | None = Field(None, min_length=1, max_length=20)  # only with bill_type trade_zft_merchant
@@ -294,30 +312,6 @@ class OpenApiConfig(_Model):
     daily_ready_time: time = time(9, 0)
     monthly_ready_day: int = Field(4, ge=1, le=28)
     no_bill_grace_hours: float = Field(24.0, ge=0)
-
-    @field_validator("gateway")
-    @classmethod
-    def _gateway_url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
-            raise ValueError(f"gateway must be an http(s) URL such as {ALIPAY_GATEWAY}")
-        return value
-
-    @field_validator("private_key_env", "app_auth_token_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME_RE.fullmatch(value):
-            raise ValueError("must name an environment variable (letters, digits, '_'), not hold the secret")
-        return value
-
-    @field_validator("alipay_public_key")
-    @classmethod
-    def _public_key_text(cls, value: str | None) -> str | None:
-        if value is not None and "PRIVATE KEY" in value:
-            raise ValueError("alipay_public_key holds a private key: never put a private key in the config")
-        if value is not None and not (value.lstrip().startswith("-----BEGIN PUBLIC KEY-----")
-                                      or _BASE64_KEY_RE.fullmatch(value)):
-            raise ValueError("alipay_public_key must be a PEM public key or its bare Base64 text")
-        return value
 
     @field_validator("bill_types")
     @classmethod
@@ -440,13 +434,13 @@ class PayProfile(_Model):
     """One environment's identity at the barcode payment API (barcode.md 10.1, 10.3, 10.7)."""
 
     environment: Literal["sandbox", "production"]
-    endpoint: str = PAY_PRODUCTION_ENDPOINT  # base URL; the functions' paths follow (…/offline/pay.htm, 10.1)
+    endpoint: HttpUrl = PAY_PRODUCTION_ENDPOINT  # base URL; the functions' paths follow (…/offline/pay.htm, 10.1)
     client_id: str = Field(min_length=1, max_length=32)  # head.clientId String(32), issued by Alipay (10.1)
     merchant_id: str = Field(min_length=1, max_length=64)  # body.merchantId String(64) (10.2)
     private_key_file: Path | None = None  # PEM (PKCS#1 or PKCS#8) or bare Base64; relative: from the workspace
-    private_key_env: str | None = None  # name of the environment variable holding the key text
+    private_key_env: EnvVarName | None = None  # name of the environment variable holding the key text
     alipay_public_key_file: Path | None = None
-    alipay_public_key: str | None = None  # PEM or bare Base64 (public: may be inline)
+    alipay_public_key: PublicKeyText | None = None  # PEM or bare Base64 (public: may be inline)
     # 10.3 step 2 [inferred]: the pages say SHA1withRSA, signType RSA2 suggests SHA256withRSA
     sign_type: Literal["RSA2", "RSA"] = "RSA2"
     version: str = Field("2.0.0", max_length=8)  # head.version: 2.0.0 (openapi pages) or 2.0.4 (publicapi) (10.1)
@@ -455,23 +449,7 @@ class PayProfile(_Model):
     @field_validator("endpoint")
     @classmethod
     def _endpoint_url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
-            raise ValueError(f"endpoint must be an http(s) URL such as {PAY_PRODUCTION_ENDPOINT}")
         return value.rstrip("/")
-
-    @field_validator("private_key_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME_RE.fullmatch(value):
-            raise ValueError("must name an environment variable (letters, digits, '_'), not hold the secret")
-        return value
-
-    @field_validator("alipay_public_key")
-    @classmethod
-    def _public_key_text(cls, value: str | None) -> str | None:
-        if value is not None and "PRIVATE KEY" in value:
-            raise ValueError("alipay_public_key holds a private key: never put a private key in the config")
-        return value
 
     @model_validator(mode="after")
     def _one_of_each(self) -> PayProfile:

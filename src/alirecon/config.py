@@ -82,8 +82,9 @@ MATCH_KEYS = {
 }
 MatchKey = Literal["merchant_ref_id", "provider_txn_id", "order_id"]
 # alipay_cn: 商户订单号, and a refund's own 退款批次号/请求号 (alipay-cn.md 6.3 #1, #21; formats/alipay_cn.py)
+# barcode: merchantTransId (barcode.md 10.4: the payment's idempotency key, in the B1 files as written)
 _DEFAULT_MATCH_KEYS: dict[str, MatchKey] = {"antom": "merchant_ref_id", "alipayplus": "merchant_ref_id",
-                                            "alipay_cn": "merchant_ref_id"}
+                                            "alipay_cn": "merchant_ref_id", "barcode": "merchant_ref_id"}
 
 
 class LedgerConfig(_Model):
@@ -155,6 +156,9 @@ class ReconcileConfig(_Model):
             "antom": ["transaction_detail", "settlement_detail"],
             "alipayplus": ["transaction_detail"],
             "alipay_cn": ["trade_detail"],  # the trade bill (业务明细): one line per trade and refund
+            # the Global Open API's transaction detail (B1), whose merchantTransId is what the payment client
+            # sends; family A / AlipayHK merchants set ["transaction"] / ["hk_transaction"] (barcode.md 1)
+            "barcode": ["transaction_detail"],
         }
     )
     # family -> the canonical field that identifies a record on both sides (antom.md AN-8: the merchant's

@@ -85,6 +85,7 @@ class DemoResult:
     truth: dict[str, Any]
     kept: bool = False
     fetches: list[FetchSummary] = field(default_factory=list)
+    mornings: int = 0  # the simulated mornings the fetches ran on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,12 +104,13 @@ class DemoResult:
         }
 
     def print(self, console: Console) -> None:
-        mornings = len({(s.until, s.since) for s in self.fetches}) or 1
-        downloaded = sum(s.downloaded for s in self.fetches)
-        bills = sum(s.downloaded for s in self.fetches if s.source == "openapi")
-        console.print(f"fetched from the sandbox: {downloaded - bills} files over SFTP and {bills} bill zips "
-                      f"through the open-platform API, {sum(s.bytes for s in self.fetches):,} bytes, "
-                      f"{len(self.fetches)} fetches over {mornings} simulated mornings")
+        sftp = sum(s.downloaded for s in self.fetches if s.source == "sftp")
+        api = [f for s in self.fetches if s.source == "openapi" for f in s.files if f.status == "new"]
+        bills = sum(1 for f in api if f.code == "bill")
+        console.print(f"fetched from the sandbox: {sftp} files over SFTP and {bills} bill zips through the "
+                      f"open-platform API ({len(api) - bills} days without a bill recorded), "
+                      f"{sum(s.bytes for s in self.fetches):,} bytes, {len(self.fetches)} fetches over "
+                      f"{self.mornings} simulated mornings")
         files = Table(title="Files from the provider")
         for col in ("new", "duplicate", "quarantined"):
             files.add_column(col)
@@ -221,7 +223,8 @@ def run_demo(root: Path, *, seed: int = 42, days: int = 7,
     outcomes = [{"path": remote_of.get((o.sha256, o.name), o.name), "status": o.status,
                  "problems": [p.to_dict() for p in o.problems]} for o in ingested]
     diff = compare(truth, rec.exceptions, checks.results, outcomes + _first(refused))
-    return DemoResult(root, IngestReport(tuple(ingested)), ledgers, checks, rec, diff, truth, fetches=fetches)
+    return DemoResult(root, IngestReport(tuple(ingested)), ledgers, checks, rec, diff, truth, fetches=fetches,
+                      mornings=len(mornings))
 
 
 def _first(refused: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -79,7 +79,7 @@ class Archive:
 
         return self._publish(sha, write)
 
-    def put_file(self, path: Path, *, move: bool = False) -> PutResult:
+    def put_file(self, path: Path, *, move: bool = False, sha256: str | None = None) -> PutResult:
         """Store a file of any size, streaming in chunks.
 
         The file is hashed once to find its destination (an object already stored costs no write),
@@ -89,11 +89,14 @@ class Archive:
         ``move``: ``path`` is the caller's own finished, fsynced file that nobody writes any more (a
         download's part file under ``<root>/tmp``). It is hashed once and published by hard-linking it
         into place (no copy, no second write of its bytes), then removed from ``path``; where it cannot
-        be linked (another filesystem) it is copied as above and removed.
+        be linked (another filesystem) it is copied as above and removed. ``sha256`` (with ``move``): the
+        digest the caller computed over the very bytes it wrote to ``path`` (a download hashes while it
+        writes), trusted to save reading the whole file again; the re-read would come from the page cache, so
+        it could not catch a disk fault anyway, only another writer, and nobody else writes a part file.
         """
         path = Path(path)
         if move:
-            result = self._link_in(path)
+            result = self._link_in(path, sha256)
             if result is None:
                 result = self.put_file(path)
             path.unlink(missing_ok=True)
@@ -115,10 +118,13 @@ class Archive:
 
             return self._publish(sha, copy, source=str(path))
 
-    def _link_in(self, path: Path) -> PutResult | None:
+    def _link_in(self, path: Path, known: str | None = None) -> PutResult | None:
         """Publish ``path`` itself under its sha256 (``put_file(move=True)``); None when it cannot be linked."""
-        with open(path, "rb") as src:
-            sha, size = _hash_stream(src)
+        if known is not None:
+            sha, size = known, path.stat().st_size
+        else:
+            with open(path, "rb") as src:
+                sha, size = _hash_stream(src)
         dest = self.path_of(sha)
         if self.exists(sha):
             return PutResult(sha, size, False)

@@ -404,6 +404,9 @@ class SftpSource:
         return Downloaded(part, out.digest.hexdigest(), size, mtime, out.last == b"\n", attempt, out.start)
 
 
+_SYNC_EVERY = 32 << 20  # bytes written between fdatasyncs of a part file: the final fsync has little left
+
+
 async def _keep_received(writing: asyncio.Future[None] | None, out: _PartFile) -> None:
     """Close the part after the last block handed to the disk is written: a broken transfer keeps every byte
     it received, so the retry resumes from there (a skipped block would make it ask again and, with a
@@ -431,6 +434,7 @@ class _PartFile:
         self._file: BinaryIO | None = open(part, "r+b")  # noqa: SIM115 - closed by close()
         self._file.seek(start)
         self._lock = threading.Lock()
+        self._synced = start
 
     @classmethod
     def open(cls, part: Path, remote: dict[str, Any]) -> _PartFile:
@@ -445,6 +449,10 @@ class _PartFile:
             self.digest.update(data)
             self.written += len(data)
             self.last = data[-1:]
+            if self.written - self._synced >= _SYNC_EVERY:  # the disk works while the network does
+                self._file.flush()
+                os.fdatasync(self._file.fileno())
+                self._synced = self.written
 
     def finish(self) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ from .formats.registry import parse_file
 from .warehouse import IngestReport, Workspace
 
 if TYPE_CHECKING:  # the payment modules load only when a pay command runs
-    from .pay.client import PayClient
+    from .pay.client import PayClient, PayResult
     from .pay.flow import FlowSettings, PayJournal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -920,6 +920,17 @@ def pay_manual(
         _print_payments([record], "Resolved")
 
 
+def _answer(result: PayResult, as_json: bool, *, unknown_hint: str | None = None) -> NoReturn:
+    """The end of every single-call command: the answer, then exit 0 for S and 1 for F or unknown."""
+    if as_json:
+        _emit({"result": _result_dict(result)})
+    else:
+        _print_result(result)
+        if result.status == "U" and unknown_hint:
+            console.print(f"outcome unknown: {unknown_hint}", highlight=False)
+    raise typer.Exit(EXIT_OK if result.status == "S" else EXIT_DISCREPANCY)
+
+
 @pay_app.command("query")
 @guarded
 def pay_query(trans_id: TransIdOpt = None, acquirement_id: AcquirementOpt = None, workspace: WorkspaceOpt = Path("."),
@@ -928,11 +939,7 @@ def pay_query(trans_id: TransIdOpt = None, acquirement_id: AcquirementOpt = None
     _payment_key(trans_id, acquirement_id)
     with _pay_session(workspace) as (client, _, _settings):
         result = client.pay_query(trans_id, acquirement_id)
-    if as_json:
-        _emit({"result": _result_dict(result)})
-    else:
-        _print_result(result)
-    raise typer.Exit(EXIT_OK if result.status == "S" else EXIT_DISCREPANCY)
+    _answer(result, as_json)
 
 
 @pay_app.command("cancel")
@@ -950,11 +957,7 @@ def pay_cancel(trans_id: TransIdOpt = None, acquirement_id: AcquirementOpt = Non
             # a cancel after the flow finished: the journal (the ledger) must not keep a charge that is gone
             journal.write(known, datetime.now(UTC), function="payCancel", phase="after", attempt=known.cancels + 1,
                           result=result, state="CANCELLED", reason="cancelled with alirecon pay cancel")
-    if as_json:
-        _emit({"result": _result_dict(result)})
-    else:
-        _print_result(result)
-    raise typer.Exit(EXIT_OK if result.status == "S" else EXIT_DISCREPANCY)
+    _answer(result, as_json)
 
 
 @pay_app.command("refund")
@@ -973,14 +976,7 @@ def pay_refund(
     minor = _major_amount(amount, currency, "--amount")
     with _pay_session(workspace) as (client, _, _settings):
         result = client.refund(acquirement_id, refund_id, minor, currency.upper(), reason=reason)
-    if as_json:
-        _emit({"result": _result_dict(result)})
-    else:
-        _print_result(result)
-        if result.status == "U":
-            console.print(f"outcome unknown: run the same command again (same --refund-id {refund_id})",
-                          highlight=False)
-    raise typer.Exit(EXIT_OK if result.status == "S" else EXIT_DISCREPANCY)
+    _answer(result, as_json, unknown_hint=f"run the same command again (same --refund-id {refund_id})")
 
 
 

@@ -145,6 +145,12 @@ class FetchSummary:
     ingest: IngestReport | None = None
     error: str | None = None  # the fetch could not run at all (host key, authentication, configuration)
 
+    def finish(self, outcome: FileFetch, progress: FetchProgress) -> FileFetch:
+        """Record one file's final outcome and tell the progress display."""
+        self.files.append(outcome)
+        progress.finished(outcome)
+        return outcome
+
     def count(self, *statuses: str) -> int:
         return sum(1 for f in self.files if f.status in statuses)
 
@@ -298,17 +304,14 @@ async def _fetch_sftp(ws: Workspace, acc: AccountConfig, source: SftpSource, dat
         listing = await source.listing(dates)
         summary.directories = listing.directories
         for bad in listing.refused:
-            outcome = FileFetch(bad.file, bad.found or "", "refused", error=str(bad), code=bad.code)
-            summary.files.append(outcome)
-            progress.finished(outcome)
+            summary.finish(FileFetch(bad.file, bad.found or "", "refused", error=str(bad), code=bad.code), progress)
         todo = []
         seen = ws.remote_seen_many(acc.name, "sftp", [Listed(e.path, e.name, e.size, e.mtime)
                                                       for e in listing.entries], now)
         for entry, (skip, row) in zip(listing.entries, seen, strict=True):
             if skip:
-                outcome = FileFetch(entry.path, entry.name, "skipped", row.size, row.sha256, row.version)
-                summary.files.append(outcome)
-                progress.finished(outcome)
+                summary.finish(FileFetch(entry.path, entry.name, "skipped", row.size, row.sha256, row.version),
+                               progress)
             else:
                 todo.append((entry, row.file_id))
         progress.listed(acc.name, len(listing.entries), len(todo), sum(max(e.size, 0) for e, _ in todo))
@@ -499,8 +502,7 @@ def fetch_openapi(ws: Workspace, account: AccountConfig | str, *, since: date | 
         for bill_type, period in todo:
             outcome = _fetch_one_bill(ws, api, acc.name, bill_type, period, clock, summary)
             if outcome is not None:
-                summary.files.append(outcome)
-                progress.finished(outcome)
+                summary.finish(outcome, progress)
     summary.seconds = time.perf_counter() - started
     if ingest:
         summary.ingest = ingest_fetched(ws, account=acc.name, source="openapi", now=clock())

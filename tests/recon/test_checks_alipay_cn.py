@@ -16,6 +16,8 @@ from alirecon.formats import alipay_cn as cn
 from alirecon.recon.checks import CHECKS
 from alirecon.warehouse import Workspace
 
+from . import support
+
 ACCT = "20887217759422330156"
 DAY = "2026-09-03"
 T0 = datetime(2026, 9, 3, 9, 0, tzinfo=UTC8)
@@ -68,16 +70,7 @@ def bill(*, period: str = DAY, trade_rows: list[Row] | None = None, moves: list[
 
 
 def checked(tmp_path: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
-    ws = Workspace.init(tmp_path / "ws", WorkspaceConfig())
-    try:
-        for name, data in files.items():
-            (tmp_path / name).write_bytes(data)
-        report = ws.ingest([tmp_path / n for n in files])
-        assert report.ok, [p for f in report.files for p in f.problems]
-        assert {f.family for f in report.files} == {"alipay_cn"}
-        return [r for r in pipeline.check(ws).results.to_pylist() if r["family"] == "alipay_cn"]
-    finally:
-        ws.close()
+    return support.checked(tmp_path, files, "alipay_cn")
 
 
 def failures(results: list[dict[str, Any]]) -> set[tuple[str, str, str]]:

@@ -6,12 +6,11 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from alirecon import pipeline
 from alirecon.clock import UTC8
-from alirecon.config import WorkspaceConfig
 from alirecon.formats import barcode as bc
 from alirecon.recon.checks import CHECKS
-from alirecon.warehouse import Workspace
+
+from . import support
 
 PID = "2088000000000001"
 DAY = date(2026, 9, 3)
@@ -46,16 +45,7 @@ SD_HEADER = bc.HEADERS[("settlement_detail", "v18")]
 
 
 def checked(tmp_path: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
-    ws = Workspace.init(tmp_path / "ws", WorkspaceConfig())
-    try:
-        for name, data in files.items():
-            (tmp_path / name).write_bytes(data)
-        report = ws.ingest([tmp_path / n for n in files])
-        assert report.ok, [p for f in report.files for p in f.problems]
-        assert {f.family for f in report.files} == {"barcode"}
-        return [r for r in pipeline.check(ws).results.to_pylist() if r["family"] == "barcode"]
-    finally:
-        ws.close()
+    return support.checked(tmp_path, files, "barcode")
 
 
 def by(results: list[dict[str, Any]], check_id: str, status: str | None = None) -> list[dict[str, Any]]:

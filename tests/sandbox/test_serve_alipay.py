@@ -4,10 +4,6 @@ under ``<world>/alipay_cn``, with an app whose private key is in a 0600 file and
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from datetime import date, datetime
 from pathlib import Path
 
@@ -19,6 +15,8 @@ from alirecon.sandbox.model import WorldSpec
 from alirecon.sandbox.world import World, build_world
 from alirecon.sources.billzip import write_bill_zip
 from alirecon.sources.openapi import BillNotClosed, BillNotReady, OpenApiClient
+
+from .serve_cli import serving
 
 PID = "2088123412341234"
 
@@ -33,13 +31,7 @@ def test_serve_starts_the_gateway_beside_sftp(world: World) -> None:
     folder = world.root / "alipay_cn" / PID / "trade"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "20261104.csv.zip").write_bytes(bill)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from alirecon.cli import main; main()", "sandbox", "serve", "--json",
-         "--dir", str(world.root), "--speed", "0", "--start", "2026-11-05T10:00:00+08:00"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
-    try:
-        assert proc.stdout is not None
-        details = json.loads(proc.stdout.readline())
+    with serving(world.root, "2026-11-05T10:00:00+08:00") as details:
         alipay = details["alipay"]
         assert alipay["pid"] == PID and alipay["app_id"] == "2021000000000001"
         assert alipay["gateway"].startswith("http://127.0.0.1:") and alipay["gateway"].endswith("/gateway.do")
@@ -59,9 +51,3 @@ def test_serve_starts_the_gateway_beside_sftp(world: World) -> None:
                 api.fetch_bill("trade", "2026-11-03")
             with pytest.raises((BillNotClosed, BillNotReady)):  # the simulated today is not closed
                 api.fetch_bill("trade", date(2026, 11, 5))
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

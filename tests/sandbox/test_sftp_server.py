@@ -10,10 +10,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -38,6 +34,8 @@ from alirecon.sandbox.sftp_server import (
     default_start,
 )
 from alirecon.sandbox.world import World, build_world
+
+from .serve_cli import serving
 
 PASSWORD = "correct horse battery staple"
 MPP_DIR = "v1/settlements/clearing/A1234567890/20261105"
@@ -517,13 +515,7 @@ def test_server_needs_credentials_and_safe_tree(world: World, tmp_path: Path) ->
 
 
 def test_cli_serve_prints_working_connection_details_and_stops_on_ctrl_c(world: World) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from alirecon.cli import main; main()", "sandbox", "serve", "--json",
-         "--dir", str(world.root), "--speed", "0", "--start", "2026-11-06T09:30:00+08:00"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
-    try:
-        assert proc.stdout is not None
-        details = json.loads(proc.stdout.readline())
+    with serving(world.root, "2026-11-06T09:30:00+08:00") as details:
         assert details["simulated_now"] == "2026-11-06T01:30:00+00:00"
         assert details["known_hosts"].startswith(f"[127.0.0.1]:{details['port']} ssh-ed25519 ")
         password_file = Path(details["password_from"])
@@ -540,12 +532,6 @@ def test_cli_serve_prints_working_connection_details_and_stops_on_ctrl_c(world: 
 
         now = datetime.fromisoformat(details["simulated_now"])
         assert run(listing()) == expected_visible(world, now)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_cli_serve_rejects_a_start_without_offset(world: World) -> None:

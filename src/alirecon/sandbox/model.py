@@ -7,10 +7,14 @@ each injection is written down in a truth file together with what alirecon must 
 
 from __future__ import annotations
 
+import csv
+import io
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 
 from ..clock import UTC8, Stamp, add_business_days
 from ..money import exponent
@@ -190,3 +194,14 @@ def generate_txns(acc: Account, spec: WorldSpec, rng: random.Random, ids: Ids) -
             out.append(refund_of(p, amt, at, ids))
     out.sort(key=lambda t: (t.at.utc, t.request_id))
     return out
+
+
+def write_csv_ledger(root: Path, rel: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Write a world ledger as the user's system would export it (UTF-8, LF); return ``rel``."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(header)
+    out.writerows(rows)
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(buf.getvalue(), encoding="utf-8")
+    return rel

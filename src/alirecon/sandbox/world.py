@@ -24,7 +24,7 @@ from ..clock import UTC8, Stamp, add_business_days
 from ..formats import alipayplus, antom
 from ..formats.writer import format_timestamp
 from ..money import format_major
-from .model import Account, Ids, Txn, WorldSpec, generate_txns, pct, refund_of
+from .model import Account, Ids, Txn, WorldSpec, generate_txns, pct, refund_of, write_csv_ledger
 from .world_cn import CN_MERCHANT, BillFaults, cn_fee, render_alipay_cn, write_cn_ledger
 
 __all__ = ["World", "build_world"]
@@ -609,19 +609,12 @@ def render_alipayplus(world: World, view: AccountView, inject: bool) -> None:
 
 def _write_antom_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> dict[str, Any]:
     """A merchant's order system: major-unit decimals, refunds positive with kind=refund."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["order_ref", "kind", "refund_of", "amount", "ccy", "state", "created_at"])
-    for r in rows:
-        w.writerow([r.request_id, "sale" if r.kind == "PAYMENT" else "refund", r.original_request_id or "",
-                    format_major(abs(r.amount), r.currency), r.currency,
-                    "paid" if r.status == "SUCCESS" else "failed", format_timestamp(r.at, "iso")])
-    rel = "ledgers/antom_merchant_orders.csv"
-    (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (world.root / rel).write_text(buf.getvalue(), encoding="utf-8")
+    rel = write_csv_ledger(world.root, "ledgers/antom_merchant_orders.csv",
+                           ["order_ref", "kind", "refund_of", "amount", "ccy", "state", "created_at"],
+                           ([r.request_id, "sale" if r.kind == "PAYMENT" else "refund", r.original_request_id or "",
+                             format_major(abs(r.amount), r.currency), r.currency,
+                             "paid" if r.status == "SUCCESS" else "failed", format_timestamp(r.at, "iso")]
+                            for r in rows))
     return {"name": "merchant-orders", "path": rel, "family": "antom", "account_id": acc.account_id,
             "amount_unit": "major", "refund_sign": "negate_reverse_types",
             "columns": {"merchant_ref_id": "order_ref", "record_type": "kind", "original_merchant_ref_id": "refund_of",
@@ -650,19 +643,11 @@ def _write_shop_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) ->
 
 def _write_acqp_ledger(world: World, acc: Account, rows: Sequence[LedgerRow]) -> dict[str, Any]:
     """An acquirer's switch log: minor units, signed, UTC+8 plain timestamps."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["paymentRequestId", "txnType", "originalPaymentRequestId", "amountMinor", "currency", "status",
-                "transactionTime"])
-    for r in rows:
-        w.writerow([r.request_id, r.kind, r.original_request_id or "", str(r.amount), r.currency, r.status,
-                    format_timestamp(r.at, "plain")])
-    rel = f"ledgers/acqp_{acc.account_id}.csv"
-    (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (world.root / rel).write_text(buf.getvalue(), encoding="utf-8")
+    rel = write_csv_ledger(world.root, f"ledgers/acqp_{acc.account_id}.csv",
+                           ["paymentRequestId", "txnType", "originalPaymentRequestId", "amountMinor", "currency",
+                            "status", "transactionTime"],
+                           ([r.request_id, r.kind, r.original_request_id or "", str(r.amount), r.currency, r.status,
+                             format_timestamp(r.at, "plain")] for r in rows))
     return {"name": "acqp-switch", "path": rel, "family": "alipayplus", "account_id": acc.account_id,
             "amount_unit": "minor", "refund_sign": "as_written",
             "columns": {"merchant_ref_id": "paymentRequestId", "record_type": "txnType",

@@ -14,8 +14,6 @@ oldest first (8.3 allows both orders; CN-5 detects which).
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from ..clock import UTC8
 from ..formats import alipay_cn as cn
 from ..money import format_major
 from ..sources.billzip import write_bill_zip
-from .model import Account, Ids, Txn, pct
+from .model import Account, Ids, Txn, pct, write_csv_ledger
 
 __all__ = ["CN_FEE_PCT", "CN_MERCHANT", "BillFaults", "bill_zip_path", "cn_fee", "render_alipay_cn", "write_cn_ledger"]
 
@@ -163,16 +161,12 @@ def _write_bills(root: Path, account: str, period: str, trades: list[dict[str, A
 
 def write_cn_ledger(root: Path, acc: Account, rows: Sequence[Any]) -> dict[str, Any]:
     """A Chinese merchant's order export: Chinese headers, yuan, refunds positive with their type."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["商户订单号", "类型", "原订单号", "金额", "币种", "状态", "支付时间"])
-    for r in rows:
-        w.writerow([r.request_id, "支付" if r.kind == "PAYMENT" else "退款", r.original_request_id or "",
-                    format_major(abs(r.amount), r.currency), r.currency, "成功" if r.status == "SUCCESS" else "失败",
-                    r.at.utc.astimezone(UTC8).strftime("%Y-%m-%d %H:%M:%S")])
-    rel = "ledgers/cn_merchant_orders.csv"
-    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (root / rel).write_text(buf.getvalue(), encoding="utf-8")
+    rel = write_csv_ledger(root, "ledgers/cn_merchant_orders.csv",
+                           ["商户订单号", "类型", "原订单号", "金额", "币种", "状态", "支付时间"],
+                           ([r.request_id, "支付" if r.kind == "PAYMENT" else "退款", r.original_request_id or "",
+                             format_major(abs(r.amount), r.currency), r.currency,
+                             "成功" if r.status == "SUCCESS" else "失败",
+                             r.at.utc.astimezone(UTC8).strftime("%Y-%m-%d %H:%M:%S")] for r in rows))
     return {"name": "cn-orders", "path": rel, "family": "alipay_cn", "account_id": acc.account_id,
             "amount_unit": "major", "refund_sign": "negate_reverse_types",  # times: UTC+8 by default
             "columns": {"merchant_ref_id": "商户订单号", "record_type": "类型", "original_merchant_ref_id": "原订单号",

@@ -79,15 +79,12 @@ def import_folder(ws: Workspace, folder: Path, *, account: str | None = None, no
         try:
             detect_file(Path(entry.path), entry.name)
         except errors.FormatError as exc:
-            outcome = FileFetch(entry.path, entry.name, "skipped", entry.size, error=str(exc), code=exc.code)
-            summary.files.append(outcome)
-            progress.finished(outcome)
+            summary.finish(FileFetch(entry.path, entry.name, "skipped", entry.size, error=str(exc), code=exc.code),
+                           progress)
             continue
         skip, row = ws.remote_seen(account, "folder", entry.path, entry.name, entry.size, entry.mtime, now)
         if skip:
-            outcome = FileFetch(entry.path, entry.name, "skipped", row.size, row.sha256, row.version)
-            summary.files.append(outcome)
-            progress.finished(outcome)
+            summary.finish(FileFetch(entry.path, entry.name, "skipped", row.size, row.sha256, row.version), progress)
         else:
             todo.append((entry, row.file_id))
     progress.listed(account or "", len(entries), len(todo), sum(e.size for e, _ in todo))
@@ -103,8 +100,7 @@ def import_folder(ws: Workspace, folder: Path, *, account: str | None = None, no
             # what is wrong with it (a truncated one is quarantined there)
             status, row = ws.remote_fetched(file_id, put.sha256, put.size, entry.mtime, now)
             outcome = FileFetch(entry.path, entry.name, status, put.size, put.sha256, row.version, attempts=1)
-        summary.files.append(outcome)
-        progress.finished(outcome)
+        summary.finish(outcome, progress)
     summary.seconds = time.perf_counter() - started
     if ingest:
         summary.ingest = ingest_fetched(ws, account=account, source="folder", now=now)

@@ -17,7 +17,7 @@ from alirecon.pay.client import (
     UNKNOWN_EXCEPTION,
     parse_response,
 )
-from alirecon.sandbox.pay_gateway import API_PREFIX
+from alirecon.sandbox.pay_gateway import API_PREFIX, MAX_BODY, PARAM_ILLEGAL
 
 from ..pay import support
 from ..pay.support import MERCHANT_ID, OTHER_MERCHANT_ID, Sandbox
@@ -161,3 +161,20 @@ def test_malformed_amounts_are_param_illegal(sandbox: Sandbox) -> None:
                               "order": {"orderAmount": {"currency": "USD", "value": "1.00"}}})
     assert (bad.status, bad.code) == ("F", "PARAM_ILLEGAL")
     assert json.dumps(bad.body).count("PARAM_ILLEGAL") == 1
+
+
+def test_hostile_bodies_are_refused_and_the_gateway_keeps_serving(sandbox: Sandbox) -> None:
+    """Garbage, a truncated envelope, JSON that is not an envelope, no body, an oversized body: each gets a
+    clear refusal and no charge; a proper call right after still works."""
+    url = sandbox.gateway.endpoint + "/offline/pay.htm"
+    with httpx.Client() as http:
+        for body in (b"\x00\xff not json", b'{"request": {"head": {"clientId"', b"[1, 2, 3]",
+                     json.dumps({"request": {"head": {}, "body": {}}}).encode()):
+            answer = http.post(url, content=body)
+            assert answer.status_code == 200
+            info = json.loads(answer.text)["response"]["body"]["resultInfo"]
+            assert (info["resultStatus"], info["resultCode"]) == ("F", PARAM_ILLEGAL), body
+        assert http.post(url, content=b"").status_code == 400
+        assert http.post(url, content=b"x" * (MAX_BODY + 1)).status_code == 400
+    assert sum(sandbox.gateway.stats.charges.values()) == 0
+    assert sandbox.client().pay("T-AFTER", 100, "USD", "28code", order_title="x").status == "S"

@@ -110,6 +110,7 @@ ACCOUNT_SUFFIX = "0156"  # account20 = PID + 0156 (alipay-cn.md 2.4, [inferred])
 INVALID_SIGNATURE_SUB_MSG = "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，网关生成的验签字符串为："
 CHARSETS = {"utf-8": "utf-8", "gbk": "gbk", "gb2312": "gb2312"}
 MAX_BODY = 1024 * 1024
+_DRAIN_LIMIT = 16 * MAX_BODY  # an unread body up to this size is read and dropped before an early answer
 _TIMESTAMP_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 _DAY_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _MONTH_RE = re.compile(r"([0-9]{4})-([0-9]{2})")
@@ -771,10 +772,17 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if 0 < length <= MAX_BODY and "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
-            self.rfile.read(length)
-        elif length:
-            self.close_connection = True
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower() or length < 0 or length > _DRAIN_LIMIT:
+            self.close_connection = True  # nothing sane to read: the client may see a reset
+            return
+        remaining = length  # an oversized body too, in chunks, so that the refusal reaches the client
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 64 * 1024))
+            if not chunk:  # the client stopped sending
+                break
+            remaining -= len(chunk)
+        if length > MAX_BODY:
+            self.close_connection = True  # refused: no further requests on this connection
 
     def reply(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> None:
         self._drain()

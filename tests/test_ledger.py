@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from alirecon import errors
 from alirecon.config import LedgerConfig
+from alirecon.formats.engine import extras_dict
 from alirecon.formats.writer import write_csv, write_xlsx
 from alirecon.ledger import read_ledger
 from alirecon.money import format_major
@@ -76,7 +77,7 @@ def test_csv_with_custom_names_major_units_jpy_kwd(tmp_path, con):
         datetime(2024, 1, 2, 0, 0, tzinfo=UTC) - utc8,  # a bare date is midnight in the default offset
     ]
     assert [r["occurred_offset_min"] for r in rows] == [480, 480, 480]
-    assert rows[0]["extras"] == [("Memo", "first\nsecond")]
+    assert extras_dict(rows[0]["extras"]) == {"Memo": "first\nsecond"}
     assert {r["source_sha256"] for r in rows} == {parsed.sha256} and len(parsed.sha256) == 64
     assert {r["source_name"] for r in rows} == {"ledger.csv"}
 
@@ -175,7 +176,7 @@ def test_semicolon_delimiter(tmp_path, con):
     parsed = read_ledger(path, config(csv_delimiter=";"), con)
     assert parsed.ok, [str(p) for p in parsed.problems]
     row = parsed.lines_arrow().to_pylist()[0]
-    assert (row["merchant_ref_id"], row["amount_minor"], row["extras"]) == ("A1", 100, [("Memo", "a,b")])
+    assert (row["merchant_ref_id"], row["amount_minor"], extras_dict(row["extras"])) == ("A1", 100, {"Memo": "a,b"})
 
 
 def test_xlsx_ledger_rows_are_sheet_rows(tmp_path, con):
@@ -299,7 +300,7 @@ def test_parquet_decimal_integer_varchar_money_and_timestamps(tmp_path, con):
     ]
     assert [r["occurred_at"] for r in rows] == [datetime(2024, 1, 1, 16, 0, tzinfo=UTC), None,
                                                 datetime(2024, 1, 1, 0, 0, 0, 123456, UTC)]
-    assert rows[0]["extras"] == [("score", "0.5")]
+    assert extras_dict(rows[0]["extras"]) == {"score": "0.5"}
 
 
 def test_parquet_integer_minor_units_and_naive_timestamps(tmp_path, con):

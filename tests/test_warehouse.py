@@ -10,11 +10,13 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alirecon import errors, warehouse
 from alirecon.config import CONFIG_NAME, LedgerConfig, WorkspaceConfig
 from alirecon.formats import antom, registry
-from alirecon.formats.engine import ParsedFile
+from alirecon.formats.engine import ParsedFile, extra_sql, extras_dict
 from alirecon.schema import CHECK_RESULT, EXCEPTION, LEDGER_LINE, REPORT_LINE
 from alirecon.warehouse import LoadError, Workspace
 
@@ -146,6 +148,22 @@ def test_a_workspace_created_before_a_schema_change_gains_the_new_columns(tmp_pa
             now = dict(rows_of(w, f"SELECT column_name, column_type FROM (DESCRIBE {table})"))
             assert {c: now.get(c) for c in columns} == {c: types[table][c] for c in columns}
 
+
+
+def test_a_workspace_with_map_extras_keeps_its_texts_as_json(tmp_path: Path) -> None:
+    """Workspaces created while ``extras`` was a MAP: opened now, the same header -> text pairs as JSON."""
+    root = tmp_path / "ws"
+    with Workspace.init(root) as w:
+        w.con.execute("ALTER TABLE report_lines DROP COLUMN extras")
+        w.con.execute("ALTER TABLE report_lines ADD COLUMN extras MAP(VARCHAR, VARCHAR)")
+        w.con.execute("INSERT INTO report_lines (family, report, source_sha256, source_name, line_no, extras) "
+                      "VALUES ('antom', 'x', 'ab', 'f.csv', 2, MAP {'商户': 'a\"b', 'memo': 'x'}), "
+                      "('antom', 'x', 'ab', 'f.csv', 3, NULL)")
+    with Workspace.open(root) as w:
+        assert dict(rows_of(w, "SELECT column_name, column_type FROM (DESCRIBE report_lines)"))["extras"] == "VARCHAR"
+        got = [extras_dict(e) for (e,) in rows_of(w, "SELECT extras FROM report_lines ORDER BY line_no")]
+        assert got == [{"商户": 'a"b', "memo": "x"}, {}]
+        assert rows_of(w, f"SELECT {extra_sql('商户')} FROM report_lines ORDER BY line_no") == [('a"b',), (None,)]
 
 # ---------------------------------------------------------------------------------------------
 # ingest
@@ -502,3 +520,14 @@ def test_changed_ledger_settings_read_the_same_bytes_again(ws: Workspace, inbox:
     assert minor.replaced == (major.sha256,)
     assert [r[1] for r in ledger_refs(ws)] == [1450]
     assert ws.ingest_ledger(path, LedgerConfig(amount_unit="minor")).status == "unchanged"
+
+
+@given(st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s and s != "other"))
+def test_extra_sql_finds_any_header_name(name: str) -> None:
+    """Header names are provider text (quotes, dots, '$', backslashes, CJK): each reads back its own cell."""
+    import duckdb
+
+    con = duckdb.connect()
+    [(value,)] = con.execute(f"SELECT {extra_sql(name, 'e')} FROM (SELECT CAST(json_object(?, 'v', 'other', 'w') "
+                             "AS VARCHAR) AS e)", [name]).fetchall()
+    assert value == "v"

@@ -75,7 +75,7 @@ REPORT_LINE = pa.schema(
         pa.field("source_sha256", pa.string(), nullable=False),
         pa.field("source_name", pa.string(), nullable=False),
         pa.field("line_no", pa.int64(), nullable=False),
-        pa.field("extras", pa.map_(pa.string(), pa.string())),
+        pa.field("extras", pa.string()),  # JSON object: header -> text
     ],
     metadata={"alirecon": "ReportLine v1"},
 )
@@ -88,7 +88,7 @@ LEDGER_LINE = pa.schema(
         pa.field("source_sha256", pa.string(), nullable=False),
         pa.field("source_name", pa.string(), nullable=False),
         pa.field("ledger_row", pa.int64(), nullable=False),
-        pa.field("extras", pa.map_(pa.string(), pa.string())),
+        pa.field("extras", pa.string()),  # JSON object: header -> text
     ],
     metadata={"alirecon": "LedgerLine v1"},
 )

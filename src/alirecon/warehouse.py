@@ -202,11 +202,14 @@ def _arrow_columns(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[_C
 def _ensure_table(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[_Col]) -> None:
     defs = ", ".join(f"{_q(n)} {t}{' NOT NULL' if nn else ''}" for n, t, nn in columns)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({defs})")
-    have = {str(r[0]) for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    have = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()}
     for name, typ, _ in columns:
         if name not in have:  # a column added to schema.py after this workspace was created
             bare_type = re.split(r" (?:PRIMARY KEY|CHECK|DEFAULT)\b", typ)[0]
             con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(name)} {bare_type}")
+        elif have[name].startswith("MAP(") and typ == "VARCHAR":
+            # ``extras`` was a MAP before it became JSON text: the same header -> text pairs, as a JSON object
+            con.execute(f"ALTER TABLE {table} ALTER COLUMN {_q(name)} TYPE VARCHAR USING to_json({_q(name)})")
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

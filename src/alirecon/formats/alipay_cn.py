@@ -72,6 +72,7 @@ from .engine import (
     _ident,
     _Scan,
     compile_layout,
+    extras_dict,
     read_csv_body,
     resolve_header,
     sort_problems,
@@ -1003,7 +1004,7 @@ def provider_rows(parsed: ParsedFile) -> list[dict[str, Any]]:
         raise ValueError(f"{parsed.name}: provider_rows needs the texts in extras (parse with keep_extras)")
     out: list[dict[str, Any]] = []
     for row in rows_of(parsed.con, parsed, ", ".join(_ident(c) for c in sorted(cols))):
-        extras = dict(row.get("extras") or {})
+        extras = extras_dict(row.get("extras"))
         cells: dict[str, Any] = {}
         for col in layout.columns:
             if col.name not in found:

@@ -29,7 +29,7 @@ import duckdb
 
 from .. import clock
 from .base import TableReport, Variant, rows_of
-from .engine import Column, Declared, Kind, Layout, ParsedFile, ParseOptions, _ident
+from .engine import Column, Declared, Kind, Layout, ParsedFile, ParseOptions, _ident, extras_dict
 from .writer import render_rows, write_csv, write_xlsx
 
 __all__ = [
@@ -626,7 +626,7 @@ def provider_rows(parsed: ParsedFile) -> list[dict[str, Any]]:
     select = ", ".join(_ident(f) for f in fields)
     out: list[dict[str, Any]] = []
     for row in rows_of(parsed.con, parsed, select):
-        cells: dict[str, Any] = dict(row.get("extras") or {})
+        cells: dict[str, Any] = dict(extras_dict(row.get("extras")))
         for col in layout.columns:
             if col.name not in present:
                 continue

@@ -53,6 +53,7 @@ from .engine import (
     ParseOptions,
     compile_layout,
     convert_rows,
+    extras_dict,
     resolve_header,
 )
 from .writer import format_cell
@@ -725,7 +726,7 @@ def provider_rows(parsed: ParsedFile) -> list[dict[str, Any]]:
         raise ValueError(f"{parsed.name}: provider_rows needs the texts in extras (parse with keep_extras)")
     out: list[dict[str, Any]] = []
     for (extras,) in parsed.con.execute(f"SELECT extras FROM {parsed.body.table} ORDER BY rowid").fetchall():
-        texts = dict(extras or {})
+        texts = extras_dict(extras)
         row: dict[str, Any] = {c.name: texts.get(parsed.header[found[c.name]]) for c in layout.columns
                                if c.name in found}
         typed = dict(row)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..formats.alipay_cn import ACCOUNT_DETAIL_COLUMNS, CURRENCY, TRADE_DETAIL_COLUMNS, name_date_of
-from ..formats.engine import _sql_str
+from ..formats.engine import _sql_str, extra_sql
 from .checks import CheckContext, Result, _compare, _lineage, _rows, check, shared
 
 __all__ = ["BillFile", "bill_files"]
@@ -31,7 +31,7 @@ _ALIASES = {c.name: (c.name, *c.aliases) for c in (*TRADE_DETAIL_COLUMNS, *ACCOU
 def _text(column: str) -> str:
     """The written text of ``column`` (under its documented name or a built-in alias) from ``extras``."""
     names = _ALIASES.get(column, (column,))
-    return f"coalesce({', '.join(f'extras[{_sql_str(n)}]' for n in names)})"
+    return f"coalesce({', '.join(extra_sql(n) for n in names)})"
 
 
 def _fen(column: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -521,6 +521,25 @@ def test_changed_ledger_settings_read_the_same_bytes_again(ws: Workspace, inbox:
     assert [r[1] for r in ledger_refs(ws)] == [1450]
     assert ws.ingest_ledger(path, LedgerConfig(amount_unit="minor")).status == "unchanged"
 
+
+
+def test_a_manifest_made_before_the_openapi_source_accepts_it_after_reopening(tmp_path: Path) -> None:
+    """remote_files once had CHECK (source IN ('sftp', 'folder')): reopened, its rows stay and 'openapi' fits."""
+    root, now = tmp_path / "ws", datetime(2026, 9, 4, 1, tzinfo=UTC)
+    old = [(n, t.replace(", 'openapi'", ""), nn) for n, t, nn in warehouse._TABLES["remote_files"]]
+    with Workspace.init(root) as w:
+        w.remote_seen("acc", "sftp", "/d/a.csv", "a.csv", 6, now, now)
+        w.con.execute("ALTER TABLE remote_files RENAME TO kept")
+        warehouse._ensure_table(w.con, "remote_files", old)
+        w.con.execute("INSERT INTO remote_files SELECT * FROM kept; DROP TABLE kept")
+        with pytest.raises(Exception, match="CHECK"):  # the cause, not a later 'transaction is aborted'
+            w.remote_seen("acc", "openapi", "trade/2026-09-03", "x.zip", 1, now, now)
+        w.remote_seen("acc", "sftp", "/d/b.csv", "b.csv", 7, now, now)  # the connection still works
+        before = rows_of(w, "SELECT * FROM remote_files ORDER BY file_id")
+    with Workspace.open(root) as w:
+        assert rows_of(w, "SELECT * FROM remote_files ORDER BY file_id") == before
+        skip, row = w.remote_seen("acc", "openapi", "trade/2026-09-03", "x.zip", 1, now, now)
+        assert (skip, row.source, row.state) == (False, "openapi", "listed")
 
 @given(st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s and s != "other"))
 def test_extra_sql_finds_any_header_name(name: str) -> None:

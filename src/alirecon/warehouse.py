@@ -149,8 +149,8 @@ _TABLES: dict[str, list[_Col]] = {
     "remote_files": [
         ("file_id", "BIGINT PRIMARY KEY", True),
         ("account", "VARCHAR", False),  # AccountConfig.name; NULL for a folder import without an account
-        # 'openapi' (Alipay China bill zips, issue 4): only workspaces created since have it in their CHECK;
-        # CREATE TABLE IF NOT EXISTS leaves an older table's constraint as it was
+        # 'openapi' (Alipay China bill zips, issue 4): an older workspace's CHECK lacks it and is rebuilt on open
+        # (_widen_source_check)
         ("source", "VARCHAR CHECK (source IN ('sftp', 'folder', 'openapi'))", True),
         ("remote_path", "VARCHAR", True),
         ("name", "VARCHAR", True),
@@ -216,9 +216,32 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SEQUENCE IF NOT EXISTS delivery_seq")
     for table, columns in _TABLES.items():
         _ensure_table(con, table, columns)
+    _widen_source_check(con)
     for table, (schema, extra) in _ARROW_TABLES.items():
         _ensure_table(con, table, [*_arrow_columns(con, schema), *extra])
 
+
+
+def _widen_source_check(con: duckdb.DuckDBPyConnection) -> None:
+    """A manifest made before the open-platform source existed refuses 'openapi' rows: DuckDB cannot alter a
+    CHECK, so the table is rebuilt with today's definition, its rows unchanged, in one transaction."""
+    checks = [str(t) for (t,) in con.execute(
+        "SELECT expression FROM duckdb_constraints() WHERE table_name = 'remote_files' AND constraint_type = 'CHECK'"
+    ).fetchall()]
+    if not any('"source" IN' in t and "'openapi'" not in t for t in checks):
+        return
+    columns = _TABLES["remote_files"]
+    names = ", ".join(_q(n) for n, _, _ in columns)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("ALTER TABLE remote_files RENAME TO remote_files_before_openapi")
+        _ensure_table(con, "remote_files", columns)
+        con.execute(f"INSERT INTO remote_files ({names}) SELECT {names} FROM remote_files_before_openapi")
+        con.execute("DROP TABLE remote_files_before_openapi")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 # ---------------------------------------------------------------------------------------------
 # Results handed back to callers
@@ -826,12 +849,12 @@ class Workspace:
             if not rows:
                 continue
             table = pa.Table.from_pylist([{n: getattr(r, n) for n in names} for r in rows], schema=_REMOTE_ARROW)
+            # no ``finally``: after a failed statement the transaction is aborted, an unregister would fail too
+            # and hide why; the caller's rollback drops the registration with everything else
             self.con.register("_remote_rows_in", table)
-            try:
-                self.con.execute(statement.format(cols=", ".join(_q(n) for n in names),
-                                                  sets=", ".join(f"{_q(n)} = u.{_q(n)}" for n in names[1:])))
-            finally:
-                self.con.unregister("_remote_rows_in")
+            self.con.execute(statement.format(cols=", ".join(_q(n) for n in names),
+                                              sets=", ".join(f"{_q(n)} = u.{_q(n)}" for n in names[1:])))
+            self.con.unregister("_remote_rows_in")
 
     def _remote_row(self, file_id: int) -> RemoteFile:
         rows = self._remote_rows("file_id = ?", [file_id])

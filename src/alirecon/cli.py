@@ -787,6 +787,30 @@ def _record_dict(record: Any) -> dict[str, Any]:
             "updated_at": record.updated_at.isoformat()}
 
 
+def _refund_dict(record: Any) -> dict[str, Any]:
+    """A journaled refund as shown to a person or a program."""
+    from .money import format_major
+
+    return {"merchant_refund_id": record.merchant_refund_id, "acquirement_id": record.acquirement_id,
+            "merchant_trans_id": record.merchant_trans_id, "merchant_id": record.merchant_id, "state": record.state,
+            "amount": format_major(record.amount, record.currency), "amount_minor": record.amount,
+            "currency": record.currency, "refund_id": record.refund_id, "attempts": record.attempts,
+            "last_code": record.last_code, "reason": record.reason, "created_at": record.created_at.isoformat(),
+            "updated_at": record.updated_at.isoformat()}
+
+
+def _print_refunds(records: Sequence[Any], title: str) -> None:
+    table = Table(title=title)
+    for col in ("merchantRefundId", "acquirementId", "state", "amount", "refundId", "reason"):
+        table.add_column(col)
+    for r in records:
+        d = _refund_dict(r)
+        style = {"SUCCESS": "green", "MANUAL": "bold red"}.get(r.state, "yellow")
+        table.add_row(r.merchant_refund_id, r.acquirement_id, f"[{style}]{r.state}[/]", f"{d['amount']} {r.currency}",
+                      r.refund_id or "", r.reason or "")
+    console.print(table)
+
+
 def _result_dict(result: Any) -> dict[str, Any]:
     """One call's outcome: status, code, message and the ids of the verified body (never the request)."""
     out: dict[str, Any] = {"function": result.function, "status": result.status, "code": result.code,
@@ -868,19 +892,25 @@ def pay_create(
 @pay_app.command("resume")
 @guarded
 def pay_resume(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
-    """Run every unfinished payment of the active merchant to a final state: the command to run after a crash.
-    Exit 0 when every resumed payment succeeded (or none was unfinished), 1 otherwise."""
+    """Run every unfinished payment and refund of the active merchant to a final state: the command to run after a
+    crash. Exit 0 when every resumed one succeeded (or none was unfinished), 1 otherwise."""
     from .pay.flow import PayFlow
+    from .pay.refund import RefundFlow
 
     with _pay_session(workspace) as (client, journal, settings):
         records = PayFlow(client, journal, settings).resume_all()
+        refunds = RefundFlow(client, journal, settings).resume_all()
     if as_json:
-        _emit({"resumed": [_record_dict(r) for r in records]})
-    elif records:
-        _print_payments(records, "Resumed payments")
+        _emit({"resumed": [_record_dict(r) for r in records], "refunds": [_refund_dict(r) for r in refunds]})
     else:
-        console.print("no unfinished payment")
-    raise typer.Exit(EXIT_OK if all(r.state == "SUCCESS" for r in records) else EXIT_DISCREPANCY)
+        if records:
+            _print_payments(records, "Resumed payments")
+        if refunds:
+            _print_refunds(refunds, "Resumed refunds")
+        if not records and not refunds:
+            console.print("no unfinished payment or refund")
+    ok = all(r.state == "SUCCESS" for r in records) and all(r.state == "SUCCESS" for r in refunds)
+    raise typer.Exit(EXIT_OK if ok else EXIT_DISCREPANCY)
 
 
 @pay_app.command("manual")
@@ -920,14 +950,12 @@ def pay_manual(
         _print_payments([record], "Resolved")
 
 
-def _answer(result: PayResult, as_json: bool, *, unknown_hint: str | None = None) -> NoReturn:
+def _answer(result: PayResult, as_json: bool) -> NoReturn:
     """The end of every single-call command: the answer, then exit 0 for S and 1 for F or unknown."""
     if as_json:
         _emit({"result": _result_dict(result)})
     else:
         _print_result(result)
-        if result.status == "U" and unknown_hint:
-            console.print(f"outcome unknown: {unknown_hint}", highlight=False)
     raise typer.Exit(EXIT_OK if result.status == "S" else EXIT_DISCREPANCY)
 
 
@@ -972,11 +1000,23 @@ def pay_refund(
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """One refund. Exit 0 when S; 1 for F, or for an unknown outcome: then retry with the SAME --refund-id."""
+    """One refund, journaled (before and after each attempt) and retried with the same merchantRefundId while its
+    outcome is unknown; refunds of a journaled payment may not exceed it. Running the same command again resumes
+    it (never a second refund). Exit 0 SUCCESS; 1 FAILED, or MANUAL: then run the same command again later."""
+    from .pay.refund import RefundFlow
+
     minor = _major_amount(amount, currency, "--amount")
-    with _pay_session(workspace) as (client, _, _settings):
-        result = client.refund(acquirement_id, refund_id, minor, currency.upper(), reason=reason)
-    _answer(result, as_json, unknown_hint=f"run the same command again (same --refund-id {refund_id})")
+    with _pay_session(workspace) as (client, journal, settings):
+        record = RefundFlow(client, journal, settings).refund(acquirement_id, refund_id, minor, currency.upper(),
+                                                              reason=reason)
+    if as_json:
+        _emit({"refund": _refund_dict(record)})
+    else:
+        _print_refunds([record], "Refund")
+        if record.state == "MANUAL":
+            console.print(f"outcome unknown: run the same command again (same --refund-id {refund_id})",
+                          highlight=False)
+    raise typer.Exit(EXIT_OK if record.state == "SUCCESS" else EXIT_DISCREPANCY)
 
 
 
@@ -988,8 +1028,9 @@ def pay_ledger(
     merchant_id: Annotated[str | None, typer.Option(help="Only this merchantId (default: every one).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write the payment journal as a ledger CSV (family barcode, minor units; UNKNOWN for unfinished payments,
-    MANUAL for the manual list) and print the [[ledgers]] entry that reads it, so reconcile sees every payment."""
+    """Write the payment journal as a ledger CSV (family barcode, minor units; a PAYMENT row per payment, a REFUND row
+    per journaled refund; UNKNOWN for unfinished ones, MANUAL for the manual list) and print the [[ledgers]] entry
+    that reads it, so reconcile sees every payment and refund."""
     import tomli_w
 
     from .pay.flow import PayJournal
@@ -1007,10 +1048,11 @@ def pay_ledger(
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     entry = config.model_dump(mode="json", exclude_none=True)
+    refunds = sum(1 for row in rows if row["record_type"] == "REFUND")
     if as_json:
-        _emit({"out": str(out), "rows": len(rows), "statuses": counts, "ledger": entry})
+        _emit({"out": str(out), "rows": len(rows), "refunds": refunds, "statuses": counts, "ledger": entry})
     else:
-        console.print(f"{len(rows)} payments written to {out}: "
+        console.print(f"{len(rows) - refunds} payments and {refunds} refunds written to {out}: "
                       + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"), highlight=False)
         console.print("add to alirecon.toml to reconcile them:", highlight=False)
         console.print(tomli_w.dumps({"ledgers": [entry]}), highlight=False, soft_wrap=True, markup=False)

@@ -397,6 +397,9 @@ class DuckDBConfig(_Model):
 class ChecksConfig(_Model):
     # AN-5 per-row tolerance in minor units: Antom's FX rounding rule is undocumented (antom.md 10)
     row_tolerance_minor: int = Field(1, ge=0)
+    # BC-3 tolerance in fen: the CNY columns are rounded independently, Rmb_settlement is "a few fen" away from
+    # Settlement x Rate in the documented sample (barcode.md 2.3 [inferred])
+    barcode_cny_tolerance_minor: int = Field(5, ge=0)
 
 
 class WorkspaceConfig(_Model):
@@ -475,6 +478,8 @@ class PayFlowConfig(_Model):
     not_exist_interval: tuple[float, float] | None = None
     cancel_retries: int | None = Field(None, ge=0)
     cancel_interval: float | None = Field(None, ge=0)
+    refund_retries: int | None = Field(None, ge=0)
+    refund_interval: float | None = Field(None, ge=0)
 
     @field_validator("not_exist_interval")
     @classmethod

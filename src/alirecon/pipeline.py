@@ -66,7 +66,9 @@ def check_context(ws: Workspace) -> CheckContext:
     roles: dict[tuple[str, str], str] = {(a.family, a.account_id): a.role for a in ws.config.accounts}
     return CheckContext(con=ws.con, files=FILES_RELATION, lines=f"({ws.report_lines_sql(ordered=False)})",
                         declared=DECLARED_RELATION, roles=roles,
-                        row_tolerance_minor=ws.config.checks.row_tolerance_minor)
+                        row_tolerance_minor=ws.config.checks.row_tolerance_minor,
+                        cny_tolerance_minor=ws.config.checks.barcode_cny_tolerance_minor,
+                        ledger=f"({ws.ledger_lines_sql(ordered=False)})")
 
 
 def check(ws: Workspace, run_id: str | None = None) -> CheckRun:

@@ -114,7 +114,11 @@ def test_spec_settlement_sample_with_and_without_summary_line(tmp_path: Path) ->
              "status": "L", "settled_at": datetime(2019, 1, 2, 1, tzinfo=UTC)},
             {"record_type": "REFUND", "amount_minor": -1000, "settlement_minor": -980, "fee_minor": 20,
              "status": "L", "settled_at": datetime(2019, 1, 2, 1, tzinfo=UTC)}]
-        assert [d.value for d in parsed.declared] == ([2] if first else [])
+        assert [d.value for d in parsed.declared if d.scope == "file"] == ([2] if first else [])
+        # the CNY columns, signed like their rows, for BC-3
+        assert [(d.figure, d.value, d.line_no) for d in parsed.declared if d.scope == "row"] == [
+            ("rmb_amount", 48012, 2 + bool(first)), ("rmb_settlement", 47050, 2 + bool(first)),
+            ("rmb_amount", -4801, 3 + bool(first)), ("rmb_settlement", -4705, 3 + bool(first))]
 
 
 def test_amount_signs_as_written(tmp_path: Path) -> None:

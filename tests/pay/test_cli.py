@@ -166,6 +166,25 @@ def test_resume_exit_1_when_a_resumed_payment_does_not_succeed(ws: Path, sandbox
     assert code == 1 and [r["state"] for r in out["resumed"]] == ["CANCELLED"]
 
 
+def test_resume_finishes_an_interrupted_refund_once(ws: Path, sandbox: Sandbox) -> None:
+    _, paid = create(ws, "T-RR", "10.00")
+    acquirement_id = paid["payment"]["acquirement_id"]
+    with PayJournal(ws / PAY_JOURNAL_NAME) as journal:  # journaled and sent, the answer never journaled
+        record = journal.open_refund(MERCHANT_ID, acquirement_id, "R-CRASH", 300, "USD", None, support.NOW)
+        journal.write_refund(record, support.NOW, phase="before", attempt=1, state="REFUNDING", attempts=1)
+    with sandbox.client() as client:
+        assert client.refund(acquirement_id, "R-CRASH", 300, "USD").status == "S"
+    code, out = run_json("pay", "resume", "-w", str(ws))
+    assert (code, out["resumed"]) == (0, [])
+    assert [(r["merchant_refund_id"], r["state"], r["merchant_trans_id"]) for r in out["refunds"]] == [
+        ("R-CRASH", "SUCCESS", "T-RR")]
+    [payment] = sandbox.gateway.accepted_payments()
+    assert payment.refunded == 300
+    ledger = ws / "ledger.csv"
+    code, written = run_json("pay", "ledger", "-w", str(ws), "--out", str(ledger))
+    assert code == 0 and (written["rows"], written["refunds"]) == (2, 1)
+
+
 def test_query_cancel_refund_one_call_each(ws: Path, sandbox: Sandbox) -> None:
     _, paid = create(ws, "T-R", "10.00")
     acquirement_id = paid["payment"]["acquirement_id"]
@@ -176,14 +195,16 @@ def test_query_cancel_refund_one_call_each(ws: Path, sandbox: Sandbox) -> None:
     refund = ("pay", "refund", *w, "--acquirement-id", acquirement_id, "--refund-id", "R-1", "--amount", "4.00",
               "--currency", "USD")
     code, first = run_json(*refund)
-    assert code == 0 and first["result"]["status"] == "S"
-    code, retry = run_json(*refund)  # the same merchantRefundId: the same refund, not a second one
-    assert code == 0 and retry["result"]["refundId"] == first["result"]["refundId"]
+    assert code == 0 and (first["refund"]["state"], first["refund"]["merchant_trans_id"]) == ("SUCCESS", "T-R")
+    code, retry = run_json(*refund)  # the same merchantRefundId: the journaled refund, not a second one
+    assert code == 0 and retry["refund"]["refund_id"] == first["refund"]["refund_id"]
     [payment] = sandbox.gateway.accepted_payments()
-    assert payment.refunded == 400
+    assert payment.refunded == 400 and sandbox.gateway.stats.calls["refund"] == 1
+    # more than what is left of the journaled payment: refused before anything is sent
     code, over = run_json("pay", "refund", *w, "--acquirement-id", acquirement_id, "--refund-id", "R-2",
                           "--amount", "6.01", "--currency", "USD")
-    assert code == 1 and (over["result"]["status"], over["result"]["code"]) == ("F", "REFUND_AMOUNT_EXCEED")
+    assert code == 2 and over["error"] == "PayError" and "more than its 1000" in over["message"]
+    assert sandbox.gateway.stats.calls["refund"] == 1
     code, cancel = run_json("pay", "cancel", *w, "--acquirement-id", acquirement_id)  # refunded: not cancellable
     assert code == 1 and cancel["result"]["status"] == "F"
     assert sandbox.gateway.stats.calls["payQuery"] == 1 and sandbox.gateway.stats.calls["payCancel"] == 1

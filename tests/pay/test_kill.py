@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from alirecon.pay.flow import FlowSettings, PayFlow, PayJournal
+from alirecon.pay.refund import RefundFlow
 
 from . import support
 from .support import CLIENT_ID, MERCHANT_ID, Sandbox
@@ -69,3 +70,40 @@ def test_kill_9_then_resume_never_pays_twice(sandbox: Sandbox, tmp_path: Path, f
     if event != "after":  # the killed call is journaled before, never after
         steps = [(s.function, s.phase) for s in journal_steps if s.function == function]
         assert steps.count((function, "before")) == steps.count((function, "after")) + 1
+
+
+REFUND_CASES = [
+    ({}, "before", 1),  # journaled, not sent: the resumed refund sends it once
+    ({}, "returned", 1),  # refunded at the gateway, the answer not journaled: the resend is answered from it
+    ({}, "after", 1),
+    ({"refund_unknown": 1}, "returned", 2),  # U journaled, the retry's answer lost
+]
+
+
+@pytest.mark.parametrize(("faults", "event", "nth"), REFUND_CASES)
+def test_kill_9_during_a_refund_then_resume_never_refunds_twice(sandbox: Sandbox, tmp_path: Path,
+                                                                 faults: dict[str, int], event: str, nth: int) -> None:
+    gateway = sandbox.gateway
+    for name, value in faults.items():
+        setattr(gateway.faults, name, value)
+    journal_path = tmp_path / "pay.sqlite"
+    spec = {"journal": str(journal_path), "endpoint": gateway.endpoint, "key_file": str(sandbox.key_file),
+            "alipay_public_key": gateway.alipay_public_key_pem, "client_id": CLIENT_ID, "merchant_id": MERCHANT_ID,
+            "trans_id": "K-R", "max_queries": 2, "kill": [event, "refund", nth], "refund": ["KR-1", 1500]}
+    child = subprocess.run([sys.executable, "-m", "tests.pay.kill_worker", json.dumps(spec)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == -9, child.stderr
+    with PayJournal(journal_path) as journal:
+        (interrupted,) = journal.refunds()
+        flow = RefundFlow(sandbox.client(), journal, FlowSettings(), sleep=lambda _: None)
+        resumed = flow.resume_all()
+        (final,) = journal.refunds()
+        again = flow.refund(final.acquirement_id, "KR-1", 1500, "USD")  # the cashier runs the same refund again
+        steps = journal.refund_steps(MERCHANT_ID, final.acquirement_id, "KR-1")
+    assert [r.state for r in resumed] == ([] if interrupted.final else ["SUCCESS"])
+    assert final.state == "SUCCESS" and again == final
+    payment = gateway.payments[(MERCHANT_ID, "K-R")]
+    assert {k: r.amount for k, r in payment.refunds.items()} == {"KR-1": 1500}  # one refund, never two
+    assert final.refund_id == payment.refunds["KR-1"].refund_id
+    # every journaled attempt was sent, but the one killed between its journal line and the network
+    assert gateway.stats.calls["refund"] == sum(1 for s in steps if s.phase == "before") - (event == "before")

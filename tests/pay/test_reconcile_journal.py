@@ -5,6 +5,7 @@ after an unknown answer, one lost then cancelled, and one charged but stuck in M
 ledger; the gateway's accepted payments become the next day's B1 transaction detail file
 (``ALIPAY_TRANSACTION_DETAIL_<cur>_<date>.csv``). Reconcile must pair the settled ones, say nothing about the
 cancelled one (absent on both sides as money), and flag the MANUAL one as charged: the provider took the money.
+Check BC-7 over the same workspace resolves the MANUAL one from the file.
 """
 
 from __future__ import annotations
@@ -59,8 +60,14 @@ def test_the_next_days_file_settles_unknown_and_manual_payments(harness: Harness
         run = pipeline.reconcile(ws)
         found = sorted((r["exception_class"], r["reason_code"], r["match_key"]) for r in run.exceptions.to_pylist())
         matched = run.counts["barcode"].get("matched", 0)
+        bc7 = [(r["status"], r["reason_code"], r["scope"]) for r in pipeline.check(ws).results.to_pylist()
+               if r["check_id"] == "BC-7"]
     # T-OK and T-UNKNOWN pair up; T-STUCK pairs up too, with the provider's word against the MANUAL entry;
     # T-LOST is cancelled in the ledger and absent from the file: nothing to say
     assert found == [("status_mismatch", "LEDGER_NOT_SUCCESS", "T-STUCK")]
     assert matched == 3
+    # BC-7 reads the same journal against the day's file: the MANUAL one is resolved (charged), the cancelled one
+    # is absent from the file as it must be, the two paid ones are in their day's file
+    assert sorted(bc7) == [("pass", "JOURNAL_VS_FILES", "journal.csv"),
+                           ("warn", "JOURNAL_OPEN_CHARGED", "journal.csv/T-STUCK")]
 

@@ -1,14 +1,20 @@
-"""BC-1, BC-2 and BC-4 on small barcode files written by the same writers the sandbox uses."""
+"""BC-1 to BC-7 on small barcode files written by the same writers the sandbox uses."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
+from alirecon import pipeline
 from alirecon.clock import UTC8
+from alirecon.config import ChecksConfig, WorkspaceConfig
 from alirecon.formats import barcode as bc
+from alirecon.pay.ledger import write_journal_ledger
 from alirecon.recon.checks import CHECKS
+from alirecon.warehouse import Workspace
 
 from . import support
 
@@ -53,8 +59,9 @@ def by(results: list[dict[str, Any]], check_id: str, status: str | None = None) 
 
 
 def test_checks_are_registered_with_sources() -> None:
-    assert {"BC-1", "BC-2", "BC-4"} <= set(CHECKS)
-    assert all(CHECKS[c].family == "barcode" and "barcode.md" in CHECKS[c].source for c in ("BC-1", "BC-2", "BC-4"))
+    ids = ("BC-1", "BC-2", "BC-3", "BC-4", "BC-5", "BC-6", "BC-7")
+    assert set(ids) <= set(CHECKS)
+    assert all(CHECKS[c].family == "barcode" and "barcode.md" in CHECKS[c].source for c in ids)
 
 
 def test_consistent_files_pass(tmp_path: Path) -> None:
@@ -126,3 +133,241 @@ def test_summary_without_details_warns(tmp_path: Path) -> None:
                                  bc.write_report("settlement_summary", summary)})
     assert {(r["reason_code"], r["status"]) for r in by(results, "BC-4")} == {
         ("SUMMARY_TOTAL_MISSING", "warn"), ("SUMMARY_WITHOUT_DETAIL", "warn")}
+
+
+# ---------------------------------------------------------------------------------------------
+# BC-3, BC-5, BC-6
+
+
+def checked_with(tmp_path: Path, files: dict[str, bytes], config: WorkspaceConfig) -> list[dict[str, Any]]:
+    """``checked`` under a workspace configuration of the test's own (a tolerance)."""
+    with Workspace.init(tmp_path / "ws", config) as ws:
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+        assert ws.ingest([tmp_path / n for n in files]).ok
+        return [r for r in pipeline.check(ws).results.to_pylist() if r["family"] == "barcode"]
+
+
+def cny_row(i: int, ccy: str, amount: int, fee: int, rate: str, rmb_amount: int, rmb_settlement: int,
+            kind: str = "P") -> Row:
+    return {**st_row(i, kind, amount, fee), "Currency": ccy, "Rate": Decimal(rate), "Rmb_amount": rmb_amount,
+            "Rmb_settlement": rmb_settlement}
+
+
+CNY_ROWS = [
+    # 100.00 AUD x 4.8512 = 485.12 CNY exactly; settlement 97.00 x 4.8512 = 470.5664 -> 470.57
+    cny_row(1, "AUD", 10000, 300, "4.85120000", 48512, 47057),
+    # 12.34 x 4.8512 = 59.863808 -> 59.86, written 59.93: 7 fen off
+    cny_row(2, "AUD", 1234, 37, "4.85120000", 5993, 5807),
+    # JPY has no decimals: 1000 JPY x 0.04861234 = 48.61 CNY; settlement 970 JPY -> 47.153... -> 47.15, written 47.18
+    cny_row(3, "JPY", 1000, 30, "0.04861234", 4861, 4718),
+    # a refund: unsigned cells, compared signed on both sides (5.00 x 4.8512 = 24.256 -> 24.26)
+    cny_row(4, "AUD", 500, 15, "4.85120000", 2426, 2353, kind="R"),
+]
+
+
+def test_bc3_cny_columns_vs_rate(tmp_path: Path) -> None:
+    name = bc.file_name("settlement", PID, DAY)
+    results = checked(tmp_path, {name: bc.write_report("settlement", CNY_ROWS)})
+    assert [(r["status"], r["reason_code"], r["scope"], r["currency"], r["expected"], r["actual"],
+             r["lineage"]) for r in by(results, "BC-3")] == [
+        ("fail", "CNY_AMOUNT_MISMATCH", f"{name}/M2/Rmb_amount", "CNY", 5986, 5993,
+         [{"sha256": ANY, "name": name, "line": 3}])]
+
+
+def test_bc3_tolerance_is_configurable(tmp_path: Path) -> None:
+    name = bc.file_name("settlement", PID, DAY)
+    config = WorkspaceConfig(checks=ChecksConfig(barcode_cny_tolerance_minor=2))
+    results = checked_with(tmp_path, {name: bc.write_report("settlement", CNY_ROWS)}, config)
+    assert [(r["reason_code"], r["scope"], r["expected"], r["actual"]) for r in by(results, "BC-3", "fail")] == [
+        ("CNY_AMOUNT_MISMATCH", f"{name}/M2/Rmb_amount", 5986, 5993),
+        ("CNY_SETTLEMENT_MISMATCH", f"{name}/M3/Rmb_settlement", 4715, 4718)]
+
+
+def test_bc3_passes_and_skips_files_without_cny_columns(tmp_path: Path) -> None:
+    rows = [CNY_ROWS[0], CNY_ROWS[3]]
+    hk = bc.HEADERS[("settlement", "hk20")]
+    v21, hk20 = bc.file_name("settlement", PID, DAY), bc.file_name("settlement", "2088000000000002", DAY)
+    results = checked(tmp_path, {v21: bc.write_report("settlement", rows),
+                                 hk20: bc.write_report("settlement", [st_row(1)], header=hk)})
+    assert [(r["status"], r["scope"]) for r in by(results, "BC-3")] == [("pass", v21)]
+    assert "4 CNY cells" in by(results, "BC-3")[0]["detail"]
+
+
+MID = "2188120000000001"
+
+
+def hk_row(i: int, kind: str, amount: int, fee: int, settlement: int) -> Row:
+    return {"Partner_transaction_id": f"H{i}", "Transaction_id": f"9{i}", "Amount": amount, "Fee": fee,
+            "Settlement": settlement, "Currency": "HKD", "Payment_time": "9/3/2026 10:00",
+            "Settlement_time": "9/4/2026 9:00", "Product": "CASHIER_PAY", "Type": kind, "Status": "SETTLED"}
+
+
+def batch_row(batch: str, amount: int, fee: int, settlement: int) -> Row:
+    return {"Settle_batch_no": batch, "Settle_date": T0, "Amount": amount, "Fee": fee, "Settlement": settlement,
+            "Currency": "HKD"}
+
+
+def test_bc5_batch_rows_vs_their_settle_files(tmp_path: Path) -> None:
+    settle = {b: bc.file_name("hk_settlement", MID, DAY, batch=b) for b in ("B1", "B2", "B3")}
+    batch_name = bc.file_name("hk_settlebatch", MID, DAY)
+    files = {
+        # B1: a payment and a refund; net amount 90.00, fee 3.00 - 0.30 = 2.70, settlement 97.00 - 9.70 = 87.30
+        settle["B1"]: bc.write_report("hk_settlement", [hk_row(1, "PAYMENT", 10000, 300, 9700),
+                                                        hk_row(2, "REFUND", 1000, 30, -970)]),
+        settle["B2"]: bc.write_report("hk_settlement", [hk_row(3, "PAYMENT", 5000, 150, 4850)]),
+        settle["B3"]: bc.write_report("hk_settlement", [hk_row(4, "PAYMENT", 2000, 60, 1940)]),  # not in the batch file
+        # B2's fee is 1.51 (so its settlement 48.49 says the same): one cent more than its settle file
+        batch_name: bc.write_report("hk_settlebatch", [batch_row("B1", 9000, 270, 8730),
+                                                       batch_row("B2", 5000, 151, 4849), batch_row("B4", 100, 3, 97)]),
+    }
+    results = checked(tmp_path, files)
+    rows = sorted((r["status"], r["reason_code"], r["scope"], r["expected"], r["actual"]) for r in by(results, "BC-5"))
+    assert rows == sorted([
+        ("pass", "BATCH_AMOUNT_MISMATCH", f"{batch_name}/B1/amount", 9000, 9000),
+        ("pass", "BATCH_FEE_MISMATCH", f"{batch_name}/B1/fee", -270, -270),
+        ("pass", "BATCH_SETTLEMENT_MISMATCH", f"{batch_name}/B1/settlement", 8730, 8730),
+        ("pass", "BATCH_AMOUNT_MISMATCH", f"{batch_name}/B2/amount", 5000, 5000),
+        ("fail", "BATCH_FEE_MISMATCH", f"{batch_name}/B2/fee", -151, -150),
+        ("fail", "BATCH_SETTLEMENT_MISMATCH", f"{batch_name}/B2/settlement", 4849, 4850),
+        ("fail", "BATCH_WITHOUT_SETTLE_FILE", f"{batch_name}/B4", None, None),
+        ("fail", "SETTLE_FILE_NOT_IN_BATCH_FILE", "B3", None, 1),
+    ])
+    fee = next(r for r in by(results, "BC-5", "fail") if r["reason_code"] == "BATCH_FEE_MISMATCH")
+    assert [(x["name"], x["line"]) for x in fee["lineage"]] == [(batch_name, 3), (settle["B2"], None)]
+    # the batch row itself adds up (BC-2): only the settle file disagrees
+    assert [r["scope"] for r in by(results, "BC-2", "fail")] == []
+
+
+def test_bc5_needs_a_batch_file(tmp_path: Path) -> None:
+    name = bc.file_name("hk_settlement", MID, DAY, batch="B1")
+    results = checked(tmp_path, {name: bc.write_report("hk_settlement", [hk_row(1, "PAYMENT", 10000, 300, 9700)])})
+    assert by(results, "BC-5") == []
+
+
+def a_tx(i: int, day: date, kind: str = "PAYMENT") -> Row:
+    return {**tx_row(i, kind), "Payment_time": datetime.combine(day, T0.timetz())}
+
+
+def a_st(i: int, paid: date) -> Row:
+    return {**st_row(i), "Payment_time": datetime.combine(paid, T0.timetz())}
+
+
+def test_bc6_settled_payments_vs_transaction_files(tmp_path: Path) -> None:
+    d0, d1, d2, d3 = (DAY + timedelta(days=n) for n in (-1, 0, 1, 2))
+    tx = {d: bc.file_name("transaction", PID, d) for d in (d1, d2, d3)}
+    st1, st2 = bc.file_name("settlement", PID, d1), bc.file_name("settlement", PID, d2)
+    files = {
+        tx[d1]: bc.write_report("transaction", [a_tx(1, d1), a_tx(2, d1)], partner=PID, payment_date=d1),
+        tx[d2]: bc.write_report("transaction", [a_tx(3, d2)], partner=PID, payment_date=d2),
+        tx[d3]: bc.write_report("transaction", [a_tx(6, d3)], partner=PID, payment_date=d3),
+        st1: bc.write_report("settlement", [a_st(1, d1)]),
+        # M1 and M3: fine; M4 paid on d1 but not in d1's file; M5 paid on d0 (no file of d0); M6 only in d3's file
+        st2: bc.write_report("settlement", [a_st(1, d1), a_st(3, d2), a_st(4, d1), a_st(5, d0), a_st(6, d2)]),
+    }
+    results = checked(tmp_path, files)
+    rows = [(r["status"], r["reason_code"], r["scope"], [(x["name"], x["line"]) for x in r["lineage"]])
+            for r in by(results, "BC-6")]
+    assert sorted(rows) == sorted([
+        ("pass", "SETTLED_NOT_IN_TRANSACTION_FILE", st1, [(st1, None)]),
+        ("fail", "SETTLED_NOT_IN_TRANSACTION_FILE", f"{st2}/M4", [(st2, 4)]),
+        ("fail", "SETTLED_BEFORE_TRANSACTION_FILE", f"{st2}/M6", [(st2, 6), (tx[d3], 3)]),
+        ("warn", "TRANSACTION_FILE_MISSING", f"{st2}/{d0:%Y%m%d}", [(st2, 5)]),
+    ])
+
+
+def test_bc6_a_cancelled_payment_is_never_settled(tmp_path: Path) -> None:
+    tx = [{**detail_row(i, kind, 10000, 9700, -300), "transStatus": "SUCCESS"} for i, kind in
+          ((1, "PAYMENT"), (2, "PAYMENT"))]
+    tx.append({**tx[1], "transType": "CANCEL", "orderAmount": -10000})
+    tx_name = bc.file_name("transaction_detail", "", DAY, currency="HKD")
+    sd_name = bc.file_name("settlement_detail", "", DAY, currency="HKD")
+    tx_header = bc.HEADERS[("transaction_detail", "v1")]
+    results = checked(tmp_path, {
+        tx_name: bc.write_report("transaction_detail", [{k: v for k, v in r.items() if k in tx_header} for r in tx]),
+        sd_name: bc.write_report("settlement_detail", [detail_row(1, "PAYMENT", 10000, 9700, -300),
+                                                       detail_row(2, "PAYMENT", 10000, 9700, -300)],
+                                 header=SD_HEADER)})
+    rows = [(r["status"], r["reason_code"], r["scope"], [(x["name"], x["line"]) for x in r["lineage"]])
+            for r in by(results, "BC-6")]
+    assert rows == [("fail", "CANCELLED_IN_SETTLEMENT", f"{sd_name}/T2", [(sd_name, 3), (tx_name, 4)]),
+                    ("pass", "SETTLED_NOT_IN_TRANSACTION_FILE", sd_name, [(sd_name, None)])]
+
+
+def test_bc6_yields_nothing_without_transaction_files(tmp_path: Path) -> None:
+    results = checked(tmp_path, {bc.file_name("settlement", PID, DAY): bc.write_report("settlement", [st_row(1)])})
+    assert by(results, "BC-6") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# BC-7
+
+
+def journal_row(trans_id: str, status: str, when: datetime = T0) -> Row:
+    return {"merchant_ref_id": trans_id, "provider_txn_id": None, "record_type": "PAYMENT", "amount": 10000,
+            "currency": "HKD", "status": status, "occurred_at": when, "merchant_id": "M1", "pay_state": status,
+            "reason": None}
+
+
+def b1_tx(trans_id: str, kind: str = "PAYMENT") -> Row:
+    return {"merchantId": "M1", "productCode": "OFFLINE_PAY", "paymentTime": T0, "transType": kind,
+            "transStatus": "SUCCESS", "merchantTransId": trans_id, "acquirementId": f"A-{trans_id}",
+            "orderAmount": -10000 if kind == "CANCEL" else 10000, "orderCurrency": "HKD"}
+
+
+def b1_settled(trans_id: str) -> Row:
+    return {**detail_row(0, "PAYMENT", 10000, 9700, -300), "merchantTransId": trans_id,
+            "acquirementId": f"A-{trans_id}"}
+
+
+def journal_checked(tmp_path: Path, journal: list[Row], files: dict[str, bytes]) -> list[dict[str, Any]]:
+    """BC-7's rows over ``files`` with ``journal`` (journal_rows' dicts) as the workspace's ledger; line 1 of the
+    ledger CSV is its header, so the n-th payment is ledger row n + 1."""
+    tmp_path.mkdir(exist_ok=True)
+    ledger = write_journal_ledger(journal, tmp_path / "journal.csv")
+    with Workspace.init(tmp_path / "ws", WorkspaceConfig(ledgers=[ledger])) as ws:
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+        assert ws.ingest([tmp_path / n for n in files]).ok
+        pipeline.ingest_ledgers(ws)
+        return by([r for r in pipeline.check(ws).results.to_pylist()], "BC-7")
+
+
+def test_bc7_journal_vs_files(tmp_path: Path) -> None:
+    journal = [journal_row("T-OK", "SUCCESS"), journal_row("T-MISSING", "SUCCESS"),
+               journal_row("T-EARLIER", "SUCCESS", T0 - timedelta(days=1)),  # no file of its day: not judged
+               journal_row("T-CXL-SETTLED", "CANCELLED"), journal_row("T-CXL-CHARGED", "CANCELLED"),
+               journal_row("T-CXL-OK", "CANCELLED"), journal_row("T-STUCK", "MANUAL"),
+               journal_row("T-GONE", "UNKNOWN"), journal_row("T-FAILED", "FAILED")]
+    tx = [b1_tx("T-OK"), b1_tx("T-CXL-SETTLED"), b1_tx("T-CXL-SETTLED", "CANCEL"), b1_tx("T-CXL-CHARGED"),
+          b1_tx("T-STUCK"), b1_tx("T-CXL-OK"), b1_tx("T-CXL-OK", "CANCEL")]
+    tx_name = bc.file_name("transaction_detail", "", DAY, currency="HKD")
+    sd_name = bc.file_name("settlement_detail", "", DAY, currency="HKD")
+    results = journal_checked(tmp_path, journal, {
+        tx_name: bc.write_report("transaction_detail", tx),
+        sd_name: bc.write_report("settlement_detail", [b1_settled("T-OK"), b1_settled("T-CXL-SETTLED")],
+                                 header=SD_HEADER)})
+    rows = sorted((r["status"], r["reason_code"], r["scope"], [(x["name"], x["line"]) for x in r["lineage"]])
+                  for r in results)
+    assert rows == sorted([
+        ("fail", "JOURNAL_SUCCESS_NOT_IN_TRANSACTION_FILE", "journal.csv/T-MISSING", [("journal.csv", 3)]),
+        ("fail", "JOURNAL_CANCELLED_SETTLED", "journal.csv/T-CXL-SETTLED", [("journal.csv", 5), (sd_name, 3)]),
+        ("fail", "JOURNAL_CANCELLED_CHARGED", "journal.csv/T-CXL-CHARGED", [("journal.csv", 6), (tx_name, 5)]),
+        ("warn", "JOURNAL_OPEN_CHARGED", "journal.csv/T-STUCK", [("journal.csv", 8), (tx_name, 6)]),
+        ("warn", "JOURNAL_OPEN_NOT_CHARGED", "journal.csv/T-GONE", [("journal.csv", 9)]),
+    ])
+
+
+def test_bc7_passes_and_needs_a_journal_and_files(tmp_path: Path) -> None:
+    tx_name = bc.file_name("transaction_detail", "", DAY, currency="HKD")
+    files = {tx_name: bc.write_report("transaction_detail", [b1_tx("T-OK")])}
+    results = journal_checked(tmp_path / "a", [journal_row("T-OK", "SUCCESS"), journal_row("T-NO", "CANCELLED")],
+                              files)
+    assert [(r["status"], r["scope"], r["detail"]) for r in results] == [
+        ("pass", "journal.csv", "2 journaled payments judged: no final state contradicts the files")]
+    # no journal ledger: nothing (the plain checks run without BC-7)
+    assert by(checked(tmp_path / "b", files), "BC-7") == []
+    # a journal but no transaction file: nothing
+    sd_name = bc.file_name("settlement_detail", "", DAY, currency="HKD")
+    assert journal_checked(tmp_path / "c", [journal_row("T-OK", "SUCCESS")], {
+        sd_name: bc.write_report("settlement_detail", [b1_settled("T-OK")], header=SD_HEADER)}) == []

@@ -12,7 +12,8 @@ Reports (``REPORTS``), all header-driven (columns found by name, case-insensitiv
   ``settlement`` (``<PID>_settlement_<YYYYMMDD>.txt``; 21-column non-HK and 20-column HK versions);
 * family B1: ``transaction_detail``, ``settlement_detail``, ``settlement_summary`` (``ALIPAY_*_<cur>_<date>.csv``);
 * family B2 (AlipayHK): ``hk_transaction`` (``MID_fptrade_YYYYMMDD.csv``), ``hk_settlement``
-  (``MID_settle_YYYYMMDD_BatchID.csv``).
+  (``MID_settle_YYYYMMDD_BatchID.csv``), ``hk_settlebatch`` (``PID_settlebatch_YYYYMMDD.csv``, barcode.md 4.2: one
+  row of totals per batch, as written).
 
 Canonical signs (``schema.REPORT_LINE``): amounts positive for payments and negative for refunds, reversals and
 cancels; fee negative = charged to the merchant (as ``alipay_cn``); so settlement = amount + fee on every row.
@@ -23,7 +24,9 @@ gap 2/3), so ``ParseOptions.amount_signs["barcode.<report>"]`` may say ``as_writ
 
 Declared figures (``schema.DECLARED``): the A ``Partner`` line's ``Total_count`` (scope ``file``, figure
 ``count``); each B1 summary row (scope = its ``type``, batch_id = ``referenceId``; figures count, settlement,
-commission, as written). File metadata: ``partner`` / ``payment_date`` (Partner line), ``name_account`` /
+commission, as written); each non-HK A settlement row's ``Rmb_amount`` / ``Rmb_settlement`` (scope ``row``,
+figures ``rmb_amount`` / ``rmb_settlement``, CNY, signed like the row; its ``Rate`` is the line's ``fx_rate``).
+File metadata: ``partner`` / ``payment_date`` (Partner line), ``name_account`` /
 ``name_date`` / ``name_currency`` / ``batch`` (file name), ``encoding`` (``utf-8`` or ``gb18030``).
 """
 
@@ -78,6 +81,7 @@ _MAX_BYTES = 512 * 1024 * 1024  # whole-file decoding: a daily in-store file is 
 TX, ST = "transaction", "settlement"
 B1_TX, B1_SD, B1_SS = "transaction_detail", "settlement_detail", "settlement_summary"
 B2_TX, B2_ST = "hk_transaction", "hk_settlement"
+B2_BATCH = "hk_settlebatch"
 
 # Types whose (unsigned) amounts take money back from the merchant (barcode.md 2.2 #7, 2.3 #12, 3.1 #7, 4.1 #11).
 NEGATIVE_TYPES = ("REFUND", "REVERSAL", "REVERSE", "CANCEL", "R")
@@ -129,7 +133,7 @@ A_ST_COLUMNS = (
     _money("Settlement", "Currency", required=True, nonempty=True, source=_S23 + " #6"),
     _money("Rmb_settlement", "=CNY", source=_S23 + " #7 (non-HK)"),
     Column("Currency", Kind.CURRENCY, required=True, nonempty=True, source=_S23 + " #8"),
-    _text("Rate", source=_S23 + " #9 (non-HK)"),
+    Column("Rate", Kind.DECIMAL, source=_S23 + " #9 (non-HK; 8 decimals, read by BC-3)"),
     _time("Payment_time", source=_S23 + " #10"),
     _time("Settlement_time", source=_S23 + " #11"),
     Column("Type", Kind.ENUM, allowed=("P", "R"), strict=True, required=True, nonempty=True, source=_S23 + " #12"),
@@ -224,6 +228,16 @@ B2_COLUMNS = (
     _text("Original_partner_transaction_ID", 64, source=_S41 + " #14 (header spelling; matched case-insensitively)"),
 )
 
+_S42 = "barcode.md 4.2"
+B2_BATCH_COLUMNS = (
+    _text("Settle_batch_no", 32, required=True, nonempty=True, source=_S42 + " batch #1"),
+    _time("Settle_date", source=_S42 + " batch #2"),
+    _money("Amount", "Currency", required=True, nonempty=True, source=_S42 + " batch #3 (total)"),
+    _money("Fee", "Currency", required=True, source=_S42 + " batch #4 (total commission)"),
+    _money("Settlement", "Currency", required=True, nonempty=True, source=_S42 + " batch #5 (total)"),
+    Column("Currency", Kind.CURRENCY, required=True, nonempty=True, source=_S42 + " batch #6"),
+)
+
 HEADERS: dict[tuple[str, str], tuple[str, ...]] = {
     (TX, "v15"): _names(A_TX_COLUMNS, skip=("Secondary_merchant_id", "Issue")),
     (TX, "hk17"): _names(A_TX_COLUMNS),
@@ -236,8 +250,10 @@ HEADERS: dict[tuple[str, str], tuple[str, ...]] = {
     (B1_SS, "v1"): _names(B1_SS_COLUMNS),
     (B2_TX, "v1"): _names(B2_COLUMNS),
     (B2_ST, "v1"): _names(B2_COLUMNS),
+    (B2_BATCH, "v1"): _names(B2_BATCH_COLUMNS),
 }
-_DEFAULT_VARIANT = {TX: "v15", ST: "v21", B1_TX: "v1", B1_SD: "v15", B1_SS: "v1", B2_TX: "v1", B2_ST: "v1"}
+_DEFAULT_VARIANT = {TX: "v15", ST: "v21", B1_TX: "v1", B1_SD: "v15", B1_SS: "v1", B2_TX: "v1", B2_ST: "v1",
+                    B2_BATCH: "v1"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +329,12 @@ def _a_settlement_layout(sign: str) -> Layout:
         "occurred_offset_min": "{Payment_time:offset}",
         "settled_at": "{Settlement_time}",
         "settled_offset_min": "{Settlement_time:offset}",
+        # BC-3 (barcode.md 2.3 #4, #7, #9): the rate Amount -> Rmb_amount, and the CNY columns signed like the
+        # foreign ones (hidden: read by ``_declare_rmb``; absent in the 20-column HK variant)
+        "fx_rate": "{Rate}",
+        "fx_pair": "CASE WHEN {Rate} IS NOT NULL THEN {Currency} || '/CNY' END",
+        "col:Rmb_amount": _signed("Rmb_amount", t, sign),
+        "col:Rmb_settlement": _signed("Rmb_settlement", t, sign),
     }
     cols = _relaxed(A_ST_COLUMNS, sign)
     return Layout(f"{FAMILY}.{ST}.{sign}", cols, outputs, extras_keep=_everything(cols))
@@ -392,7 +414,28 @@ def _b2_layout(report: str, sign: str) -> Layout:
     return Layout(f"{FAMILY}.{report}.{sign}", cols, outputs, extras_keep=_everything(cols))
 
 
+def _b2_batch_layout() -> Layout:
+    """One row per settlement batch: totals as written [inferred: the sample's Settlement = Amount - Fee holds, so
+    Fee is the commission charged; barcode.md 4.2], compared with the batch's settle file by BC-5."""
+    outputs = {
+        "record_type": "'SETTLEMENT'",
+        "account_id": "{@account}",
+        "settlement_batch_id": "{Settle_batch_no}",
+        "amount_minor": "{Amount}",
+        "amount_currency": "{Currency}",
+        "fee_minor": "-{Fee}",
+        "fee_currency": "CASE WHEN {Fee} IS NOT NULL THEN {Currency} END",
+        "settlement_minor": "{Settlement}",
+        "settlement_currency": "{Currency}",
+        "settled_at": "{Settle_date}",
+        "settled_offset_min": "{Settle_date:offset}",
+    }
+    return Layout(f"{FAMILY}.{B2_BATCH}", B2_BATCH_COLUMNS, outputs, extras_keep=_everything(B2_BATCH_COLUMNS))
+
+
 def _layouts(report: str, sign: str) -> Layout:
+    if report == B2_BATCH:
+        return _b2_batch_layout()
     if report == TX:
         return _a_transaction_layout(sign)
     if report == ST:
@@ -405,7 +448,7 @@ def _layouts(report: str, sign: str) -> Layout:
 
 
 _DEFAULT_SIGN = {TX: "by_type", ST: "by_type", B1_TX: "as_written", B1_SD: "as_written", B1_SS: "as_written",
-                 B2_TX: "by_type", B2_ST: "by_type"}
+                 B2_TX: "by_type", B2_ST: "by_type", B2_BATCH: "as_written"}
 _LAYOUTS: dict[tuple[str, str], Layout] = {(r, s): _layouts(r, s) for r in _DEFAULT_SIGN for s in SIGNS}
 
 
@@ -665,13 +708,30 @@ def _declare_summary(parsed: ParsedFile, con: duckdb.DuckDBPyConnection) -> list
     return out
 
 
+def _declare_rmb(parsed: ParsedFile, con: duckdb.DuckDBPyConnection) -> list[Declared]:
+    """The CNY figures each non-HK settlement row states (barcode.md 2.3 #4, #7): scope ``row``, figures
+    ``rmb_amount`` / ``rmb_settlement`` (signed like the row's amount), on the row's line; BC-3 compares them
+    with amount x Rate."""
+    if parsed.body is None:
+        return []
+    rows = con.execute(
+        f"SELECT {parsed.body.line_sql}, \"col:Rmb_amount\", \"col:Rmb_settlement\" "
+        f"FROM {parsed.body.table} WHERE __bad IS NULL ORDER BY rowid").fetchall()
+    out: list[Declared] = []
+    for line, rmb_amount, rmb_settlement in rows:
+        for figure, value in (("rmb_amount", rmb_amount), ("rmb_settlement", rmb_settlement)):
+            if value is not None:
+                out.append(Declared("row", figure, int(value), int(line), "CNY"))
+    return out
+
+
 _PID = r"(?P<name_account>[0-9]{12,16})"
 TRANSACTION = BarcodeReport(FAMILY, TX, re.compile(rf"{_PID}_transaction_(?P<name_date>[0-9]{{8}})\.txt"), "|",
                             ("Partner_transaction_id", "Transaction_amount", "Charge_amount", "Transaction_type"),
                             partner_line="required")
 SETTLEMENT = BarcodeReport(FAMILY, ST, re.compile(rf"{_PID}_settlement_(?P<name_date>[0-9]{{8}})\.txt"), "|",
                            ("Partner_transaction_id", "Amount", "Fee", "Settlement", "Settlement_time", "Type"),
-                           partner_line="optional")
+                           partner_line="optional", declare=_declare_rmb)
 _B1 = r"_(?P<name_currency>[A-Z]{3})_(?P<name_date>[0-9]{8})\.csv"
 TRANSACTION_DETAIL = BarcodeReport(FAMILY, B1_TX, re.compile("ALIPAY_TRANSACTION_DETAIL" + _B1), ",",
                                    ("merchantId", "merchantTransId", "acquirementId", "transStatus", "orderAmount"),
@@ -690,11 +750,15 @@ HK_TRANSACTION = BarcodeReport(FAMILY, B2_TX,
 HK_SETTLEMENT = BarcodeReport(FAMILY, B2_ST, re.compile(r"(?P<name_account>[^_]+)_settle_(?P<name_date>[0-9]{8})_"
                                                         r"(?P<batch>[^_.]+)\.csv"),
                               ",", _B2_MARKERS, extensions=(".csv",))
+HK_SETTLEBATCH = BarcodeReport(FAMILY, B2_BATCH,
+                                re.compile(r"(?P<name_account>[^_]+)_settlebatch_(?P<name_date>[0-9]{8})\.csv"), ",",
+                                ("Settle_batch_no", "Settle_date", "Amount", "Fee", "Settlement", "Currency"),
+                                extensions=(".csv",))
 REPORTS: tuple[ReportFormat, ...] = (TRANSACTION, SETTLEMENT, TRANSACTION_DETAIL, SETTLEMENT_DETAIL,
-                                     SETTLEMENT_SUMMARY, HK_TRANSACTION, HK_SETTLEMENT)
+                                     SETTLEMENT_SUMMARY, HK_TRANSACTION, HK_SETTLEMENT, HK_SETTLEBATCH)
 _BY_NAME: dict[str, BarcodeReport] = {r.report: r for r in (TRANSACTION, SETTLEMENT, TRANSACTION_DETAIL,
                                                             SETTLEMENT_DETAIL, SETTLEMENT_SUMMARY, HK_TRANSACTION,
-                                                            HK_SETTLEMENT)}
+                                                            HK_SETTLEMENT, HK_SETTLEBATCH)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,6 +810,7 @@ def file_name(report: str, account: str, day: date, *, currency: str | None = No
         B1_SD: f"ALIPAY_SETTLEMENT_DETAIL_{currency}_{ymd}.csv",
         B1_SS: f"ALIPAY_SETTLEMENT_SUMMARY_{currency}_{ymd}.csv",
         B2_TX: f"{account}_fptrade_{ymd}.csv", B2_ST: f"{account}_settle_{ymd}_{batch}.csv",
+        B2_BATCH: f"{account}_settlebatch_{ymd}.csv",
     }[report]
     if _BY_NAME[report].name_meta(name) is None:
         raise ValueError(f"{name!r} would not read back as {FAMILY}.{report}")

@@ -14,6 +14,9 @@ not lose that process nor charge the buyer twice. So:
 - States: NEW -> PAYING -> SUCCESS | FAILED | QUERYING; QUERYING -> SUCCESS | CANCELLED | FAILED | CANCELLING;
   CANCELLING -> CANCELLED | MANUAL. Final: SUCCESS, CANCELLED, FAILED, MANUAL (with its reason).
 - Every interval and count is a ``FlowSettings`` field; ``sleep``, ``now`` and ``rng`` are injectable.
+- A payment keeps the acquirementId of any answer that names it (pay, payQuery or payCancel, whatever its
+  status), so a charged payment that ends MANUAL can still be named to support, refunded and reconciled.
+- The same journal keeps refunds (tables ``refunds`` / ``refund_steps``; the flow is ``pay.refund``).
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ from .client import ORDER_NOT_EXIST, PayClient, PayError, PayResult, money_field
 
 __all__ = [
     "FINAL_STATES",
+    "REFUND_FINAL_STATES",
     "FlowSettings",
     "JournalStep",
     "PayFlow",
     "PayJournal",
     "PaymentRecord",
     "PaymentRequest",
+    "RefundRecord",
+    "RefundState",
     "State",
 ]
 
@@ -60,6 +66,9 @@ class FlowSettings:
     not_exist_interval: tuple[float, float] = (5.0, 7.0)  # "5- to 7-second interval" (10.5 step 2)
     cancel_retries: int = 3  # payCancel U -> three to five more tries (10.5 step 4)
     cancel_interval: float = 5.0  # [inferred] not documented
+    # refund U or timeout -> retry with the same merchantRefundId (10.2 refund, 10.4); how often is not documented
+    refund_retries: int = 3  # [inferred] as many as the cancel's
+    refund_interval: float = 5.0  # [inferred] not documented
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -159,7 +168,68 @@ CREATE TABLE IF NOT EXISTS steps (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS steps_by_payment ON steps (merchant_id, merchant_trans_id, id);
+CREATE TABLE IF NOT EXISTS refunds (
+    merchant_id TEXT NOT NULL,
+    acquirement_id TEXT NOT NULL,
+    merchant_refund_id TEXT NOT NULL,
+    merchant_trans_id TEXT,
+    amount INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    refund_reason TEXT,
+    state TEXT NOT NULL,
+    refund_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_code TEXT,
+    reason TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (merchant_id, acquirement_id, merchant_refund_id)
+);
+CREATE TABLE IF NOT EXISTS refund_steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    merchant_id TEXT NOT NULL,
+    acquirement_id TEXT NOT NULL,
+    merchant_refund_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT,
+    code TEXT,
+    message TEXT,
+    state TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refund_steps_by_refund ON refund_steps (merchant_id, acquirement_id, merchant_refund_id, id);
 """
+RefundState = Literal["NEW", "REFUNDING", "SUCCESS", "FAILED", "MANUAL"]
+REFUND_FINAL_STATES: tuple[RefundState, ...] = ("SUCCESS", "FAILED", "MANUAL")
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    """A refund as journaled, keyed by merchantId + acquirementId + merchantRefundId (10.4).
+    ``merchant_trans_id``: the refunded payment's, when the journal knows the payment (the ledger's link)."""
+
+    merchant_id: str
+    acquirement_id: str
+    merchant_refund_id: str
+    merchant_trans_id: str | None
+    amount: int
+    currency: str
+    refund_reason: str | None
+    state: RefundState
+    refund_id: str | None
+    attempts: int
+    last_code: str | None
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def final(self) -> bool:
+        return self.state in REFUND_FINAL_STATES
+
+
+_REFUND_COLUMNS = tuple(f.name for f in fields(RefundRecord))
 _RECORD_COLUMNS = ("merchant_id", "merchant_trans_id", "amount", "currency", "order_title", "state", "acquirement_id",
                    "queries", "not_exist", "cancels", "query_deadline", "last_code", "reason", "created_at",
                    "updated_at")
@@ -284,12 +354,108 @@ class PayJournal:
         return self.write(record, now or datetime.now(UTC), function="flow", phase="note", message=note, state=state,
                           reason=f"resolved by hand: {note}")
 
+    # -- refunds (pay/refund.py) -------------------------------------------------------------------
+
+    def get_refund(self, merchant_id: str, acquirement_id: str, merchant_refund_id: str) -> RefundRecord | None:
+        row = self._con.execute(f"SELECT {', '.join(_REFUND_COLUMNS)} FROM refunds WHERE merchant_id = ? AND "
+                                "acquirement_id = ? AND merchant_refund_id = ?",
+                                (merchant_id, acquirement_id, merchant_refund_id)).fetchone()
+        return _refund_record(row) if row else None
+
+    def refunds(self, state: RefundState | None = None) -> list[RefundRecord]:
+        """Every journaled refund (or those in ``state``), oldest first."""
+        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+        rows = self._con.execute(f"SELECT {', '.join(_REFUND_COLUMNS)} FROM refunds {where} "
+                                 "ORDER BY created_at, acquirement_id, merchant_refund_id", args).fetchall()
+        return [_refund_record(r) for r in rows]
+
+    def refund_steps(self, merchant_id: str, acquirement_id: str, merchant_refund_id: str) -> list[JournalStep]:
+        rows = self._con.execute("SELECT id, merchant_refund_id, 'refund', phase, attempt, status, code, message, "
+                                 "state, at FROM refund_steps WHERE merchant_id = ? AND acquirement_id = ? AND "
+                                 "merchant_refund_id = ? ORDER BY id",
+                                 (merchant_id, acquirement_id, merchant_refund_id)).fetchall()
+        return [JournalStep(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], datetime.fromisoformat(r[9]))
+                for r in rows]
+
+    def open_refund(self, merchant_id: str, acquirement_id: str, merchant_refund_id: str, amount: int, currency: str,
+                    refund_reason: str | None, now: datetime) -> RefundRecord:
+        """Journal a new refund, or return the one journaled under the same key (a retry: 10.4). Refused before
+        anything is sent: the same key with another amount or currency; a refund of a payment the journal knows
+        as not charged (CANCELLED, FAILED) or in another currency; refunds above the payment's amount (10.2)."""
+        money_field(amount, currency)
+        with self._tx() as con:
+            known = self.get_refund(merchant_id, acquirement_id, merchant_refund_id)
+            if known is not None:
+                if (known.amount, known.currency) != (amount, currency):
+                    raise PayError(f"merchantRefundId {merchant_refund_id} is already journaled with another amount "
+                                   "or currency; a new refund needs a new merchantRefundId")
+                return known
+            payment = con.execute("SELECT merchant_trans_id, amount, currency, state FROM payments "
+                                  "WHERE merchant_id = ? AND acquirement_id = ?", (merchant_id, acquirement_id)
+                                  ).fetchone()
+            if payment is not None:
+                trans_id, paid, paid_currency, state = payment
+                if state in ("CANCELLED", "FAILED"):
+                    raise PayError(f"payment {trans_id} is {state} in the journal: there is nothing to refund")
+                if paid_currency != currency:
+                    raise PayError(f"payment {trans_id} was in {paid_currency}, not {currency}")
+                (refunded,) = con.execute("SELECT coalesce(sum(amount), 0) FROM refunds WHERE merchant_id = ? AND "
+                                          "acquirement_id = ? AND state <> 'FAILED'",
+                                          (merchant_id, acquirement_id)).fetchone()
+                if refunded + amount > paid:
+                    raise PayError(f"refunds of payment {trans_id} would total {refunded + amount}, more than its "
+                                   f"{paid} (minor units)")
+            stamp = now.isoformat()
+            con.execute("INSERT INTO refunds (merchant_id, acquirement_id, merchant_refund_id, merchant_trans_id, "
+                        "amount, currency, refund_reason, state, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, 'NEW', ?, ?)",
+                        (merchant_id, acquirement_id, merchant_refund_id, payment[0] if payment else None, amount,
+                         currency, refund_reason, stamp, stamp))
+            self._refund_step(con, merchant_id, acquirement_id, merchant_refund_id, "note", 0, None, None, "journaled",
+                              "NEW", stamp)
+        record = self.get_refund(merchant_id, acquirement_id, merchant_refund_id)
+        assert record is not None
+        return record
+
+    def write_refund(self, record: RefundRecord, now: datetime, *, phase: Literal["before", "after", "note"],
+                     attempt: int = 0, result: PayResult | None = None, message: str | None = None,
+                     **changes: Any) -> RefundRecord:
+        """One transaction: the refund's new fields and the step that explains them."""
+        changes["updated_at"] = now.isoformat()
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        key = (record.merchant_id, record.acquirement_id, record.merchant_refund_id)
+        with self._tx() as con:
+            con.execute(f"UPDATE refunds SET {assignments} WHERE merchant_id = ? AND acquirement_id = ? AND "
+                        "merchant_refund_id = ?", (*changes.values(), *key))
+            self._refund_step(con, *key, phase, attempt, result.status if result else None,
+                              result.code if result else None,
+                              message if message is not None else (result.message if result else None),
+                              changes.get("state", record.state), changes["updated_at"])
+        updated = self.get_refund(*key)
+        assert updated is not None
+        return updated
+
+    @staticmethod
+    def _refund_step(con: sqlite3.Connection, merchant_id: str, acquirement_id: str, refund_id: str, phase: str,
+                     attempt: int, status: str | None, code: str | None, message: str | None, state: str,
+                     at: str) -> None:
+        con.execute("INSERT INTO refund_steps (merchant_id, acquirement_id, merchant_refund_id, phase, attempt, "
+                    "status, code, message, state, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (merchant_id, acquirement_id, refund_id, phase, attempt, status, code, message, state, at))
+
     @staticmethod
     def _step(con: sqlite3.Connection, merchant_id: str, trans_id: str, function: str, phase: str, attempt: int,
               status: str | None, code: str | None, message: str | None, state: str, at: str) -> None:
         con.execute("INSERT INTO steps (merchant_id, merchant_trans_id, function, phase, attempt, status, code, "
                     "message, state, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (merchant_id, trans_id, function, phase, attempt, status, code, message, state, at))
+
+
+def _refund_record(row: tuple[Any, ...]) -> RefundRecord:
+    values = dict(zip(_REFUND_COLUMNS, row, strict=True))
+    for name in ("created_at", "updated_at"):
+        values[name] = datetime.fromisoformat(values[name])
+    return RefundRecord(**values)
 
 
 def _record(row: tuple[Any, ...]) -> PaymentRecord:
@@ -369,6 +535,10 @@ class PayFlow:
     def _after(self, record: PaymentRecord, function: str, attempt: int, result: PayResult, **changes: Any
                ) -> PaymentRecord:
         self._observe("returned", function, record)
+        if result.acquirement_id and not record.acquirement_id and "acquirement_id" not in changes:
+            # any answer (pay, payQuery, payCancel; S, F or U) naming the payment: kept, so a MANUAL payment the
+            # gateway charged still carries Alipay's id to the ledger and to a person (issue 5)
+            changes["acquirement_id"] = result.acquirement_id
         record = self.journal.write(record, self._now(), function=function, phase="after", attempt=attempt,
                                     result=result, last_code=result.code, **changes)
         self._observe("after", function, record)

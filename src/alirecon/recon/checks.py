@@ -52,6 +52,11 @@ class CheckContext:
     # AN-5 tolerance in minor units: Antom's rounding rule is undocumented (antom.md 10)
     row_tolerance_minor: int = 1
     max_row_failures: int = 1000
+    # BC-3: |CNY column - foreign x Rate| allowed, in fen (barcode.md 2.3: columns rounded independently)
+    cny_tolerance_minor: int = 5
+    # the user's ledger lines (schema.LEDGER_LINE) for checks that read them (BC-7); None: no ledger, such
+    # checks yield nothing
+    ledger: str | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # per-run results shared by several rules
 
 

@@ -113,6 +113,9 @@ class PayFaults:
     cancel_unknown: int = 0  # the next N payCancels answer U and cancel nothing
     cancel_fail: int = 0  # the next N payCancels answer F PROCESS_FAIL
     refund_unknown: int = 0  # the next N new refunds are made but answered U
+    # U answers of pay / payQuery / payCancel name the payment's acquirementId when the order exists (a provider
+    # that created the order but cannot say how it ended) [inferred: 10.6 lists no body for U]
+    unknown_names_payment: bool = False
     broken_signature: int = 0  # the next N answers carry a signature that does not verify
 
 
@@ -302,7 +305,7 @@ class PayGateway(LoopbackService):
         self.stats.charges[(merchant_id, trans_id)] += 1
         if faults.pay_unknown > 0:
             faults.pay_unknown -= 1
-            return _Answer("U", UNKNOWN_EXCEPTION, "the result is unknown")
+            return _Answer("U", UNKNOWN_EXCEPTION, "the result is unknown", **self._named(payment))
         return self._pay_answer(payment)
 
     def _pay_answer(self, payment: GatewayPayment) -> _Answer:
@@ -314,6 +317,12 @@ class PayGateway(LoopbackService):
                        merchantTransId=payment.merchant_trans_id,
                        paidTime=payment.created_at.astimezone(UTC8).isoformat(timespec="seconds"),
                        orderAmount={"currency": payment.currency, "value": str(payment.amount)})
+
+    def _named(self, payment: GatewayPayment | None) -> dict[str, Any]:
+        """The acquirementId a U answer carries under ``faults.unknown_names_payment``."""
+        if self.faults.unknown_names_payment and payment is not None and payment.acquirement_id:
+            return {"acquirementId": payment.acquirement_id}
+        return {}
 
     def _find(self, body: Mapping[str, Any]) -> GatewayPayment | None:
         """acquirementId wins when both are given (10.2)."""
@@ -329,7 +338,7 @@ class PayGateway(LoopbackService):
         payment = self._find(body)
         if self.faults.query_unknown > 0:
             self.faults.query_unknown -= 1
-            return _Answer("U", UNKNOWN_EXCEPTION, "try again")
+            return _Answer("U", UNKNOWN_EXCEPTION, "try again", **self._named(payment))
         if self.faults.order_not_exist > 0:
             self.faults.order_not_exist -= 1
             return _fail(ORDER_NOT_EXIST, "order not found")
@@ -346,7 +355,7 @@ class PayGateway(LoopbackService):
         payment = self._find(body)
         if self.faults.cancel_unknown > 0:
             self.faults.cancel_unknown -= 1
-            return _Answer("U", UNKNOWN_EXCEPTION, "try again")
+            return _Answer("U", UNKNOWN_EXCEPTION, "try again", **self._named(payment))
         if self.faults.cancel_fail > 0:
             self.faults.cancel_fail -= 1
             return _fail(PROCESS_FAIL, "cancel refused")

@@ -162,3 +162,33 @@ def test_a_world_without_faults_reconciles_clean(tmp_path: Path) -> None:
         run = pipeline.reconcile(ws)
         assert run.exceptions.num_rows == 0
         assert sum(c["matched"] for c in run.counts.values()) > 300
+
+
+def test_the_barcode_merchant_ends_known_and_settled_by_the_next_days_files(demo) -> None:
+    """Issue 5 "Done when": a day of payments with injected faults, every one final, matched against the next
+    day's B1 files fetched over SFTP; what reconcile says about them is what the gateway's records imply."""
+    from alirecon.sandbox.world_barcode import PLAN
+
+    day = demo.barcode
+    payments = demo.barcode_payments()
+    assert {p["fault"] for p in payments} == set(PLAN)
+    assert {p["state"] for p in payments} == {"SUCCESS", "CANCELLED", "FAILED", "MANUAL"}
+    for p in payments:
+        charged = p["merchant_trans_id"] in day.charged
+        # listed by both B1 detail files exactly when the gateway kept the money
+        assert p["in_files"] == (["transaction_detail", "settlement_detail"] if charged else []), p
+        assert p["state"] == PLAN[p["fault"]][2] and (p["state"] == "SUCCESS" or p["reason"]), p
+    found = sorted((r["exception_class"], r["reason_code"], r["match_key"])
+                   for r in demo.reconcile.exceptions.to_pylist() if r["family"] == "barcode")
+    expected = sorted((e["exception_class"], e["reason_code"], e["match_key"])
+                      for e in demo.truth["exceptions"] if e["family"] == "barcode")
+    manual_charged = next(p["merchant_trans_id"] for p in payments if p["fault"] == "manual_charged")
+    assert found == expected == [("status_mismatch", "LEDGER_NOT_SUCCESS", manual_charged)]
+    assert demo.reconcile.counts["barcode"]["matched"] == len(payments) - 1
+    # the files were published the morning after the payments (on the running server) and fetched then
+    fetched = {f.path.lstrip("/"): s.until for s in demo.fetches if s.account.startswith("barcode")
+               for f in s.files if f.status == "new"}
+    assert sorted(fetched) == sorted(day.files)
+    assert {fetched[rel] for rel in day.files} == {at.astimezone(UTC8).date() for at in day.files.values()}
+    out = demo.to_dict()["barcode"]
+    assert out["by_state"]["MANUAL"] == sorted(p["merchant_trans_id"] for p in payments if p["state"] == "MANUAL")

@@ -186,6 +186,10 @@ DEFAULT_DIRECTORIES: dict[tuple[str, str], tuple[str, ...]] = {
                                 "/sandbox/settlements/settlement/{account_id}/{date:%Y%m%d}"),
     ("antom", "production"): ("/v1/settlements/{account_id}/{date:%Y%m%d}",),
     ("antom", "sandbox"): ("/v1/settlements/{account_id}/{date:%Y%m%d}",),  # antom.md names no sandbox tree
+    # B1 files (barcode.md 3: /download/<merchantId>/<date>); the docs' example adds an IPAY/ level, so the root is
+    # [inferred] and configurable (sftp.directories); no sandbox tree is documented: the same [inferred]
+    ("barcode", "production"): ("/download/{account_id}/{date:%Y%m%d}",),
+    ("barcode", "sandbox"): ("/download/{account_id}/{date:%Y%m%d}",),
 }
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HTTP_URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
@@ -354,6 +358,9 @@ class ScheduleConfig(_Model):
     antom_publish_time: time = time(8, 0)
     # Antom settlement details + summary on the settlement date [inferred: antom.md gives no lag; as Alipay+]
     antom_settlement_lag_business_days: int = Field(2, ge=1)
+    # Barcode B1 transaction detail of T: on T+1 [inferred: B1 says "daily"; family A files appear 09:00-10:00
+    # on T+1, barcode.md 2.1]
+    barcode_publish_time: time = time(9, 0)
     # Alipay+ sandbox environment: reports generated every hour (seed 000); a report is due at the first
     # run of its directory's day [inferred]
     sandbox_interval_minutes: int = Field(60, ge=1)

@@ -1,10 +1,12 @@
 """``alirecon demo``: a synthetic world served over real SFTP, the whole pipeline, the verdict.
 
-Why: one command shows what alirecon does on realistic files (five accounts, three families, several
+Why: one command shows what alirecon does on realistic files (six accounts, four families, several
 currencies including JPY, KWD and CNY, weekend settlements, injected faults) and proves it found exactly what
 was injected, with nothing extra. The provider's files are not read from disk: the sandbox SFTP server
 publishes them on a simulated clock, the sandbox open-platform gateway hands out the Alipay China bills on
-the same clock, and alirecon fetches every simulated morning as its hourly job would.
+the same clock, and alirecon fetches every simulated morning as its hourly job would. The barcode merchant's
+payments go through the payment flow and the sandbox payment gateway, with faults; what the gateway charged
+comes back the next morning as B1 files on the same SFTP server (sandbox/world_barcode.py).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from .pipeline import CheckRun, ReconcileRun
 from .sandbox.alipay_gateway import WORLD_APP_ID, WORLD_APP_KEY, AlipayGateway, world_gateway
 from .sandbox.clock import SimClock
 from .sandbox.model import WorldSpec
+from .sandbox.pay_gateway import PayGateway
 from .sandbox.sftp_server import ProviderTree, SandboxServer, ServerThread
 from .sandbox.truth import TruthDiff, compare, load_truth
 from .sandbox.world import ACCOUNTS, World, build_world
+from .sandbox.world_barcode import PLAN, BarcodeDay, BarcodeMerchant
 from .sandbox.world_cn import CN_MERCHANT
 from .warehouse import FileOutcome, IngestReport, LedgerIngest, Workspace
 
@@ -41,11 +45,17 @@ PASSWORD_ENV = "ALIRECON_DEMO_SFTP_PASSWORD"  # the sandbox's throwaway password
 __all__ = ["DemoResult", "run_demo", "world_config"]
 
 
-def world_config(world: World, sftp_port: int | None = None, gateway: AlipayGateway | None = None) -> WorkspaceConfig:
+def world_config(world: World, sftp_port: int | None = None, gateway: AlipayGateway | None = None,
+                 barcode: BarcodeMerchant | None = None) -> WorkspaceConfig:
     """The workspace configuration a user of these accounts would write (with ``sftp_port``: fetching from
     the sandbox server on loopback, the password in ``PASSWORD_ENV``; with ``gateway``: the Alipay China
-    merchant's bills from that sandbox gateway, the app key in ``WORLD_APP_KEY``)."""
+    merchant's bills from that sandbox gateway, the app key in ``WORLD_APP_KEY``; with ``barcode``: the barcode
+    merchant's pay profile, its journal as a ledger and its B1 files over SFTP)."""
     ledgers = [LedgerConfig.model_validate({**spec, "path": str(world.root / spec["path"])}) for spec in world.ledgers]
+    sftp: dict[str, Any] | None = None
+    if sftp_port is not None:
+        sftp = {"host": "127.0.0.1", "port": sftp_port, "username": DEMO_USER, "password_env": PASSWORD_ENV,
+                "retries": 2, "backoff_initial": 0.05}
     accounts = []
     for a in ACCOUNTS:
         data: dict[str, Any] = {"name": f"{a.family}-{a.role.lower()}-{a.account_id}", "family": a.family,
@@ -53,15 +63,13 @@ def world_config(world: World, sftp_port: int | None = None, gateway: AlipayGate
                                 # the world sends other currencies' settlement files only on days that settle
                                 # them; status expects the account's every-day currency (antom.md 4)
                                 "settlement_currencies": [a.settlement_currency]}
-        if sftp_port is not None:
+        if sftp is not None:
             # the world's v1 merchant also gets a re-delivery and a truncated re-publication in two folders
             # of their own: a provider's customised tree is configured, never guessed
             extra = [f"/v1/settlements/{{account_id}}/{folder}" for folder in ("redelivered", "partial")]
             directories = [*DEFAULT_DIRECTORIES[(a.family, "production")], *(extra if a.variant == "v1" and
                                                                              a.family == "antom" else [])]
-            data["sftp"] = {"host": "127.0.0.1", "port": sftp_port, "username": DEMO_USER,
-                            "password_env": PASSWORD_ENV, "directories": directories, "retries": 2,
-                            "backoff_initial": 0.05}
+            data["sftp"] = {**sftp, "directories": directories}
         accounts.append(AccountConfig.model_validate(data))
     cn: dict[str, Any] = {"name": f"alipay_cn-merchant-{CN_MERCHANT.account_id}", "family": "alipay_cn",
                           "account_id": CN_MERCHANT.account_id, "role": "MERCHANT", "settlement_currencies": ["CNY"]}
@@ -71,7 +79,10 @@ def world_config(world: World, sftp_port: int | None = None, gateway: AlipayGate
                          "private_key_file": str(world.root / WORLD_APP_KEY),
                          "alipay_public_key": gateway.alipay_public_key_pem, "retries": 1, "backoff_initial": 0.05}
     accounts.append(AccountConfig.model_validate(cn))
-    return WorkspaceConfig(ledgers=ledgers, accounts=accounts)
+    if barcode is None:
+        return WorkspaceConfig(ledgers=ledgers, accounts=accounts)
+    accounts.append(barcode.account_config(sftp))
+    return WorkspaceConfig(ledgers=[*ledgers, barcode.ledger_config()], accounts=accounts, pay=barcode.pay_config())
 
 
 @dataclass
@@ -86,6 +97,21 @@ class DemoResult:
     kept: bool = False
     fetches: list[FetchSummary] = field(default_factory=list)
     mornings: int = 0  # the simulated mornings the fetches ran on
+    barcode: BarcodeDay | None = None  # the barcode merchant's payments: its day of faults, then ordinary days
+    barcode_listed: dict[str, list[str]] = field(default_factory=dict)  # merchantTransId -> B1 reports listing it
+
+    def barcode_payments(self) -> list[dict[str, Any]]:
+        """Each barcode payment: its day, fault, the journal's final state, the next day's B1 reports that list it
+        (as ingested from the SFTP server) and what reconcile said about it."""
+        if self.barcode is None:
+            return []
+        found = {r["match_key"]: f"{r['exception_class']} {r['reason_code']}"
+                 for r in self.reconcile.exceptions.to_pylist() if r["family"] == "barcode"}
+        return [{"merchant_trans_id": p.merchant_trans_id, "day": p.at.date().isoformat(), "fault": p.fault,
+                 "state": self.barcode.records[p.merchant_trans_id].state,
+                 "reason": self.barcode.records[p.merchant_trans_id].reason,
+                 "in_files": self.barcode_listed.get(p.merchant_trans_id, []),
+                 "reconcile": found.get(p.merchant_trans_id)} for p in self.barcode.planned]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,7 +127,35 @@ class DemoResult:
                            "by_class": {"/".join(k): n for k, n in
                                         pipeline.summary_counts(self.reconcile.exceptions).items()}},
             "truth": self.diff.to_dict(),
+            "barcode": None if self.barcode is None else {
+                "day": self.barcode.day.isoformat(), "by_state": self.barcode.by_state(),
+                "files": sorted(self.barcode.files), "payments": self.barcode_payments()},
         }
+
+    def _print_barcode(self, console: Console) -> None:
+        if self.barcode is None:
+            return
+        day = self.barcode.day.isoformat()
+        payments = self.barcode_payments()
+        faulted = [p for p in payments if p["day"] == day]
+        states = ", ".join(f"{sum(1 for p in faulted if p['state'] == s)} {s}"
+                           for s in ("SUCCESS", "CANCELLED", "FAILED", "MANUAL"))
+        console.print(f"barcode merchant, {day}: {len(faulted)} payments through the sandbox payment gateway with "
+                      f"injected faults, every one final: {states}")
+        table = Table(title="Barcode payments, settled by the next day's B1 files")
+        for col in ("merchantTransId", "fault", "journal", "next day's files", "reconcile"):
+            table.add_column(col)
+        short = {"transaction_detail": "txn", "settlement_detail": "settled"}
+        for p in faulted:
+            table.add_row(p["merchant_trans_id"], PLAN[p["fault"]][0], p["state"],
+                          "+".join(short.get(r, r) for r in p["in_files"]) or "absent",
+                          p["reconcile"] or ("matched" if p["in_files"] else "agrees: not charged"))
+        console.print(table)
+        rest = [p for p in payments if p["day"] != day]
+        if rest:
+            settled = sum(1 for p in rest if p["state"] == "SUCCESS" and len(p["in_files"]) == 2 and not p["reconcile"])
+            console.print(f"and {len(rest)} ordinary payments on the following days: {settled} paid, listed by their "
+                          "next day's files and matched")
 
     def print(self, console: Console) -> None:
         sftp = sum(s.downloaded for s in self.fetches if s.source == "sftp")
@@ -136,6 +190,7 @@ class DemoResult:
         console.print(by_class)
         matched = {f: c.get("matched", 0) for f, c in self.reconcile.counts.items()}
         console.print(f"matched: {matched}")
+        self._print_barcode(console)
         verdict = Table(title="Against the truth file")
         for col in ("expected exceptions", "expected check failures", "missed", "unexpected", "verdict"):
             verdict.add_column(col)
@@ -192,11 +247,21 @@ def run_demo(root: Path, *, seed: int = 42, days: int = 7,
     ingested: list[FileOutcome] = []
     refused: list[dict[str, Any]] = []
     gateway, _ = world_gateway(world.root, clock, CN_MERCHANT.account_id)
-    with gateway, ServerThread(server) as thread, _environment(PASSWORD_ENV, password):
-        ws = Workspace.init(root / "workspace", world_config(world, thread.port, gateway))
+    with gateway, PayGateway(clock) as pay_gateway, ServerThread(server) as thread, \
+            _environment(PASSWORD_ENV, password):
+        merchant = BarcodeMerchant(pay_gateway, root / "workspace")
+        ws = Workspace.init(root / "workspace", world_config(world, thread.port, gateway, merchant))
         try:
             # the sandbox's host key, distributed out of band as a provider's would be
             (ws.root / "known_hosts").write_text(server.known_hosts_line() + "\n", encoding="utf-8")
+            # the barcode merchant's first day, before the first morning's fetch: its B1 files appear the next
+            # morning on the running server, its journal is its ledger (sandbox/world_barcode.py)
+            last_day = world.spec.start + timedelta(days=world.spec.days - 1)
+            barcode_day = merchant.run_day(world.spec.start, seed=seed, clock=clock, world_root=world.root,
+                                           tree=server.tree, until=last_day)
+            world.publish.update(barcode_day.files)
+            world.files.extend(barcode_day.files)
+            mornings = fetch_mornings(world)  # the same mornings unless its files outlast the others
             for n, morning in enumerate(mornings, start=1):
                 clock.set(morning)
                 for account in ws.config.accounts:
@@ -215,6 +280,11 @@ def run_demo(root: Path, *, seed: int = 42, days: int = 7,
             ledgers = pipeline.ingest_ledgers(ws)
             checks = pipeline.check(ws)
             rec = pipeline.reconcile(ws)
+            listed: dict[str, list[str]] = {}
+            for ref, report in ws.con.execute(
+                    f"SELECT merchant_ref_id, report FROM ({ws.report_lines_sql(ordered=False)}) "
+                    "WHERE family = 'barcode' ORDER BY report DESC").fetchall():  # transaction first
+                listed.setdefault(ref, []).append(report)
         finally:
             ws.close()
     truth = load_truth(world.root / "truth.json")
@@ -224,7 +294,7 @@ def run_demo(root: Path, *, seed: int = 42, days: int = 7,
                  "problems": [p.to_dict() for p in o.problems]} for o in ingested]
     diff = compare(truth, rec.exceptions, checks.results, outcomes + _first(refused))
     return DemoResult(root, IngestReport(tuple(ingested)), ledgers, checks, rec, diff, truth, fetches=fetches,
-                      mornings=len(mornings))
+                      mornings=len(mornings), barcode=barcode_day, barcode_listed=listed)
 
 
 def _first(refused: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,7 +19,10 @@ The rules (every inferred one is a ``config.ScheduleConfig`` setting naming its 
 - Alipay China daily bills of T (业务明细 + 汇总 for ``trade``, 账务明细 + 汇总 for ``signcustomer``): "normally
   ready before 09:00 the next day" (alipay-cn.md 2.3), so due T+1 at ``openapi.daily_ready_time``; only the
   bill types the account fetches. Monthly bills are not scheduled here (they restate the days).
-- Families without a documented schedule (barcode) expect nothing yet.
+- Barcode B1 transaction detail of T (``ALIPAY_TRANSACTION_DETAIL_<cur>_<T>.csv``, barcode.md 3: "schedule
+  daily"), directory dated T [inferred from the name], due T+1 at ``schedule.barcode_publish_time`` [inferred
+  from family A: 09:00-10:00 on T+1, barcode.md 2.1]. Opt-in (``[accounts.schedule] reports``): which file family
+  a barcode merchant receives is per merchant (barcode.md 1), and its settlement day is not documented for B1.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ CYCLE_REPORTS: dict[str, tuple[str, ...]] = {
     "alipayplus": ("transaction_detail", "transaction_summary", "fee"),
     "antom": ("transaction_detail",),
     "alipay_cn": ("trade_detail", "trade_summary", "account_detail", "account_summary"),
+    "barcode": ("transaction_detail",),
 }
 # Alipay China bill_type -> the reports its zip holds (alipay-cn.md 4)
 BILL_TYPE_REPORTS: dict[str, tuple[str, ...]] = {"trade": ("trade_detail", "trade_summary"),
@@ -168,7 +172,8 @@ def account_schedule(account: AccountConfig, config: ScheduleConfig) -> AccountS
     own = account.schedule
     if family == "alipay_cn" and account.openapi is not None:  # the bills it asks for
         known = tuple(r for t in account.openapi.bill_types for r in BILL_TYPE_REPORTS.get(t, ()))
-    reports = tuple(own.reports) if own is not None and own.reports is not None else known
+    default = () if family == "barcode" else known  # barcode: opt-in (module docstring)
+    reports = tuple(own.reports) if own is not None and own.reports is not None else default
     unknown = [r for r in reports if r not in known]
     if unknown:
         raise errors.ConfigError(f"account {account.name!r}: no schedule for {family} report(s) {', '.join(unknown)}; "
@@ -185,7 +190,8 @@ def account_schedule(account: AccountConfig, config: ScheduleConfig) -> AccountS
         settlement_lag=lag,
         publish_time=(config.antom_publish_time if antom else account.openapi.daily_ready_time
                       if family == "alipay_cn" and account.openapi is not None else ALIPAY_CN_READY
-                      if family == "alipay_cn" else config.alipayplus_publish_time),
+                      if family == "alipay_cn" else config.barcode_publish_time if family == "barcode"
+                      else config.alipayplus_publish_time),
         sandbox_interval=timedelta(minutes=config.sandbox_interval_minutes),
     )
 

@@ -124,6 +124,14 @@ class FileVersion:
     data: bytes | None = None
 
 
+def _valid(f: RemoteFile) -> RemoteFile:
+    if f.path != _normalize(f.path) or f.path == "/":
+        raise ValueError(f"not a normalized absolute remote file path: {f.path!r}")
+    if f.publish_at.tzinfo is None:
+        raise ValueError(f"publication time of {f.path} has no time zone")
+    return f
+
+
 def _alipayplus_sandbox_copy(rel: str, production_at: datetime, hour: int) -> tuple[str, datetime] | None:
     """The sandbox-environment twin of an Alipay+ production file (see the module docstring)."""
     for prefix in ALIPAYPLUS_PRODUCTION:
@@ -134,16 +142,24 @@ def _alipayplus_sandbox_copy(rel: str, production_at: datetime, hour: int) -> tu
 
 
 class ProviderTree:
-    """The files a provider will ever publish, by remote path (static; time and faults are applied later)."""
+    """The files a provider will ever publish, by remote path (time and faults are applied later).
+
+    Fixed at start, except ``add``: a file the provider only produces while the server runs (the barcode
+    merchant's next-day files, made from what the payment gateway charged)."""
 
     def __init__(self, files: Iterable[RemoteFile]) -> None:
         self.files: dict[str, RemoteFile] = {}
+        self._lock = threading.Lock()
         for f in files:
-            if f.path != _normalize(f.path) or f.path == "/":
-                raise ValueError(f"not a normalized absolute remote file path: {f.path!r}")
-            if f.publish_at.tzinfo is None:
-                raise ValueError(f"publication time of {f.path} has no time zone")
-            self.files[f.path] = f
+            self.files[_valid(f).path] = f
+
+    def add(self, file: RemoteFile) -> None:
+        """Publish one more file (at its ``publish_at``; before then no client sees it). Copy-on-write under a
+        lock: the server's loop reads ``files`` from its own thread and never sees a dict being changed."""
+        with self._lock:
+            if _valid(file).path in self.files:
+                raise ValueError(f"{file.path} is already in the provider tree (a re-publication is a Faults entry)")
+            self.files = {**self.files, file.path: file}
 
     @classmethod
     def from_publish(cls, provider_dir: Path, publish: Mapping[str, datetime | str], *, sandbox: bool = True,

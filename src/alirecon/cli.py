@@ -694,23 +694,24 @@ def _print_status(report: Any) -> None:
                         f"{report.now.astimezone(UTC8):%Y-%m-%d %H:%M} UTC+8")
     for col in ("account", "date", "expected", "arrived", "not yet due", "late", "at risk"):
         table.add_column(col)
-    days: dict[tuple[str, Any], list[Any]] = {}
+    days: dict[tuple[str, str], list[Any]] = {}
     for row in report.rows:
-        days.setdefault((row.expected.account, row.expected.day), []).append(row)
+        days.setdefault((row.expected.account, row.expected.label), []).append(row)
 
     def names(rows: list[Any], *states: str) -> str:
         return ", ".join(f"{r.expected.report} {r.expected.currency or ''}".strip() for r in rows if r.state in states)
 
     for (account, day), rows in days.items():
         arrived = sum(r.state == "arrived" for r in rows)
-        table.add_row(account, day.isoformat(), str(len(rows)),
+        table.add_row(account, day, str(len(rows)),
                       f"[green]{arrived}[/green]" if arrived == len(rows) else str(arrived),
                       names(rows, "pending", "due"), f"[red]{names(rows, 'late')}[/red]",
                       f"[bold red]{names(rows, 'at_risk')}[/bold red]")
     console.print(table)
     console.print(", ".join(f"{n} {state.replace('_', ' ')}" for state, n in report.counts().items()))
     for s in report.unscheduled:
-        console.print(f"  [yellow]unscheduled[/yellow] {s.account} {s.report} {s.day} {s.currency or ''}: {s.path}",
+        day = f"{s.day:%Y-%m} (month)" if s.period == "monthly" and s.day else s.day
+        console.print(f"  [yellow]unscheduled[/yellow] {s.account} {s.report} {day} {s.currency or ''}: {s.path}",
                       highlight=False, soft_wrap=True)
 
 

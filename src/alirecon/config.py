@@ -302,6 +302,9 @@ class OpenApiConfig(_Model):
     app_auth_token_env: EnvVarName | None = None
     bill_types: list[str] = Field(default_factory=lambda: ["trade", "signcustomer"])
     monthly: bool = False  # also fetch monthly bills (yyyy-MM)
+    # the days a fetch asks for when no --since is given [inferred]: the API serves bills for years (alipay-cn.md
+    # 2.3), so nothing forces a window; 7 (as SFTP retention) keeps an hourly run cheap and lets a late bill arrive
+    window_days: int = Field(7, ge=1, le=3660)
     smid: str | None = Field(None, min_length=1, max_length=20)  # only with bill_type trade_zft_merchant
     secure: bool = True  # biz_content "secure": "true" asks for an https download link (alipay-cn.md 2.3)
     ca_file: Path | None = None  # extra CA bundle (PEM) for the gateway and the download host

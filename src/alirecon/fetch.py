@@ -418,16 +418,15 @@ async def _settle(ws: Workspace, entry: RemoteEntry, file_id: int, got: Download
 # ---------------------------------------------------------------------------------------------
 # Alipay China open platform (alipay-cn.md 1.2, 2)
 
-# [inferred] the API serves daily bills for years (alipay-cn.md 2.3), so nothing forces a window; the same 7 days
-# as SFTP retention keep an hourly run cheap while letting a late bill (2.3: "sometimes later") arrive.
-OPENAPI_WINDOW_DAYS = 7
 OPENAPI_EMPTY_SUFFIX = ".empty"  # the manifest name of a period recorded without a bill (no bytes to parse)
 
 
-def openapi_periods(now: datetime, since: date | None, until: date | None, *, monthly: bool) -> list[BillPeriod]:
-    """The CLOSED periods of the window, days first, then (``monthly``) the months they touch: a period still
-    open (today in UTC+8, this month) has no bill yet (alipay-cn.md 2.3), so it is not even asked for."""
-    days = [BillPeriod(d, False) for d in _window(now, since, until, OPENAPI_WINDOW_DAYS)]
+def openapi_periods(now: datetime, since: date | None, until: date | None, *, monthly: bool,
+                    window_days: int = 7) -> list[BillPeriod]:
+    """The CLOSED periods of the window (``since``..``until``, by default the last ``window_days`` days), days
+    first, then (``monthly``) the months they touch: a period still open (today in UTC+8, this month) has no
+    bill yet (alipay-cn.md 2.3), so it is not even asked for."""
+    days = [BillPeriod(d, False) for d in _window(now, since, until, window_days)]
     months = sorted({BillPeriod.month(p.start.year, p.start.month) for p in days}, key=lambda p: p.start) \
         if monthly else []
     return [p for p in (*days, *months) if p.closes_at <= now]
@@ -478,8 +477,8 @@ def fetch_openapi(ws: Workspace, account: AccountConfig | str, *, since: date | 
     clock: Callable[[], datetime] = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     started_at = clock()
     progress = progress or FetchProgress()
-    periods = openapi_periods(started_at, since, until, monthly=cfg.monthly)
-    days = _window(started_at, since, until, OPENAPI_WINDOW_DAYS)
+    periods = openapi_periods(started_at, since, until, monthly=cfg.monthly, window_days=cfg.window_days)
+    days = _window(started_at, since, until, cfg.window_days)
     summary = FetchSummary(acc.name, "openapi", days[0], days[-1], directories=list(cfg.bill_types))
     started = time.perf_counter()
     try:

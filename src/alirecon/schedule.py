@@ -18,7 +18,9 @@ The rules (every inferred one is a ``config.ScheduleConfig`` setting naming its 
   the first hourly run of its directory's day [inferred].
 - Alipay China daily bills of T (业务明细 + 汇总 for ``trade``, 账务明细 + 汇总 for ``signcustomer``): "normally
   ready before 09:00 the next day" (alipay-cn.md 2.3), so due T+1 at ``openapi.daily_ready_time``; only the
-  bill types the account fetches. Monthly bills are not scheduled here (they restate the days).
+  bill types the account fetches. With ``openapi.monthly``, the monthly bills of month M too, due on
+  ``openapi.monthly_ready_day`` of M+1 at ``daily_ready_time`` (2.3: "normally generated on the 3rd", 1.1: by the
+  4th) and expected in a window that overlaps M or holds that due day.
 - Barcode B1 transaction detail of T (``ALIPAY_TRANSACTION_DETAIL_<cur>_<T>.csv``, barcode.md 3: "schedule
   daily"), directory dated T [inferred from the name], due T+1 at ``schedule.barcode_publish_time`` [inferred
   from family A: 09:00-10:00 on T+1, barcode.md 2.1]. Opt-in (``[accounts.schedule] reports``): which file family
@@ -46,6 +48,7 @@ __all__ = [
     "cycles_settled_on",
     "expected_reports",
     "is_business_day",
+    "monthly_bills_in",
 ]
 
 # family -> reports produced once per cycle (Alipay+ clearing cycle, Antom transaction day)
@@ -98,7 +101,8 @@ class ExpectedReport:
     ``day``: the cycle T (per-cycle reports) or the settlement date S (settlement reports); ``cycles``: the
     cycles it covers. ``currency``: the settlement currency, None when one file holds every currency (Antom
     transaction details) or the account lists no settlement currency (then any currency fits).
-    ``due_at``: when the provider generates it (aware UTC).
+    ``due_at``: when the provider generates it (aware UTC). ``period``: ``monthly`` for an Alipay China monthly
+    bill, whose ``day`` is the month's first day and ``cycles`` its days.
     """
 
     account: str
@@ -110,9 +114,15 @@ class ExpectedReport:
     directory_date: date
     due_at: datetime
     cycles: tuple[date, ...]
+    period: str = "daily"
 
-    def sort_key(self) -> tuple[str, date, str, str]:
-        return self.account, self.day, self.report, self.currency or ""
+    def sort_key(self) -> tuple[str, date, str, str, str]:
+        return self.account, self.day, self.period, self.report, self.currency or ""
+
+    @property
+    def label(self) -> str:
+        """The date as a person reads it: the day, or ``yyyy-MM (month)`` for a monthly bill."""
+        return f"{self.day:%Y-%m} (month)" if self.period == "monthly" else self.day.isoformat()
 
     @property
     def per_settlement(self) -> bool:
@@ -123,7 +133,7 @@ class ExpectedReport:
             "account": self.account, "family": self.family, "account_id": self.account_id, "report": self.report,
             "date": self.day.isoformat(), "currency": self.currency,
             "directory_date": self.directory_date.isoformat(), "due_at": self.due_at.isoformat(),
-            "cycles": [c.isoformat() for c in self.cycles],
+            "cycles": [c.isoformat() for c in self.cycles], "period": self.period,
         }
 
 
@@ -229,5 +239,30 @@ def expected_reports(account: AccountConfig, config: ScheduleConfig, since: date
                     for currency in currencies:
                         add(report, day, currency, cycles)
             day += timedelta(days=1)
+    openapi = account.openapi if family == "alipay_cn" else None
+    if openapi is not None and openapi.monthly:
+        monthly = [r for r in rules.reports if r in CYCLE_REPORTS["alipay_cn"]]
+        for first in monthly_bills_in(since, until, openapi.monthly_ready_day):
+            days = tuple(first + timedelta(days=n) for n in range((_next_month(first) - first).days))
+            due = datetime.combine(_next_month(first).replace(day=openapi.monthly_ready_day),
+                                   openapi.daily_ready_time, UTC8).astimezone(UTC)
+            out.extend(ExpectedReport(account.name, first, report, None, family, account.account_id, first, due,
+                                      days, "monthly") for report in monthly)
     out.sort(key=ExpectedReport.sort_key)
     return out
+
+
+def _next_month(first: date) -> date:
+    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+def monthly_bills_in(since: date, until: date, ready_day: int) -> list[date]:
+    """First days of the months whose monthly bill belongs to the window ``since``..``until``: months that overlap
+    it, and the month whose bill is due (``ready_day`` of the next month) inside it."""
+    months = {date(since.year, since.month, 1)}
+    while (nxt := _next_month(max(months))) <= until:
+        months.add(nxt)
+    before = date(since.year, since.month, 1) - timedelta(days=1)
+    if since <= _next_month(before.replace(day=1)).replace(day=ready_day) <= until:
+        months.add(before.replace(day=1))
+    return sorted(months)

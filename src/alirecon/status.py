@@ -43,6 +43,7 @@ from .schedule import (
     ExpectedReport,
     account_schedule,
     expected_reports,
+    monthly_bills_in,
 )
 from .warehouse import Workspace
 
@@ -71,11 +72,13 @@ class Sighting:
     account: str | None
     day: date | None
     currency: str | None
+    period: str = "daily"  # "monthly": an Alipay China monthly bill (``day``: the month's first day)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "state": self.state, "sha256": self.sha256,
                 "at": _iso(self.at), "mtime": _iso(self.mtime), "account": self.account, "family": self.family,
-                "report": self.report, "date": self.day.isoformat() if self.day else None, "currency": self.currency}
+                "report": self.report, "date": self.day.isoformat() if self.day else None, "currency": self.currency,
+                "period": self.period}
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,8 @@ def _meta_day(family: str, report: str, meta: dict[str, str]) -> date | None:
         return _compact_or_iso(meta.get("date"))  # transactionItems_<transactionDate>_<seq> (antom.md 3)
     if family == "alipay_cn" and meta.get("period") == "daily":
         return _compact_or_iso(meta.get("bill_date"))  # the period line of a daily bill (alipay-cn.md 6.1)
+    if family == "alipay_cn" and meta.get("period") == "monthly":
+        return _compact_or_iso(meta.get("bill_date", "") + "-01")  # yyyy-MM: the month's first day
     return None  # Antom settlement names carry no date, and batch ids need not start with it (antom.md 3)
 
 
@@ -287,7 +292,8 @@ def _ingested(ws: Workspace, placer: _Placer) -> list[Sighting]:
         account, day = placer.place(account=None, family=family, report=report, path=source_path, meta=meta,
                                     content_accounts=owners.get(sha, []) if family == "antom" else None)
         out.append(Sighting(name, source_path, "ingested" if status == "parsed" else "quarantined", sha,
-                            _aware(ingested_at), None, family, report, account, day, meta.get("currency")))
+                            _aware(ingested_at), None, family, report, account, day, meta.get("currency"),
+                            "monthly" if meta.get("period") == "monthly" else "daily"))
     return out
 
 
@@ -316,11 +322,13 @@ def _bill_sightings(row: dict[str, Any]) -> list[Sighting]:
     report of its bill type that day: fetched, or a day the API has no bill for (an empty day, recorded by the
     fetch once past due: nothing is missing)."""
     bill_type, _, period = str(row["remote_path"]).partition("/")
-    day = _compact_or_iso(period) if len(period) == 10 else None
+    monthly = len(period) == 7  # yyyy-MM
+    day = _compact_or_iso(period + "-01" if monthly else period) if len(period) in (7, 10) else None
     if row["state"] != "complete" or day is None:
         return []
     return [Sighting(row["name"], row["remote_path"], "archived", row["sha256"], _aware(row["fetched_at"]),
-                     _aware(row["mtime"]), "alipay_cn", report, row["account"], day, None)
+                     _aware(row["mtime"]), "alipay_cn", report, row["account"], day, None,
+                     "monthly" if monthly else "daily")
             for report in BILL_TYPE_REPORTS.get(bill_type, ())]
 
 
@@ -369,15 +377,15 @@ def workspace_status(ws: Workspace, *, now: datetime | None = None, since: date 
     known = {s.sha256: s for s in ingested if s.sha256 is not None}
     sightings = _manifest(ws, placer, known) + ingested  # the remote path first: it is the better name
 
-    by_slot: dict[tuple[str, str, date], list[Sighting]] = defaultdict(list)
+    by_slot: dict[tuple[str, str, date, str], list[Sighting]] = defaultdict(list)
     for s in sightings:
         if s.account is not None and s.report is not None and s.day is not None:
-            by_slot[(s.account, s.report, s.day)].append(s)
+            by_slot[(s.account, s.report, s.day, s.period)].append(s)
     matched: set[int | str] = set()  # sightings (by id) and their bytes (by sha256)
     rows: list[ReportStatus] = []
     for acc in chosen:
         for exp in expected_reports(acc, cfg.schedule, since, until):
-            files = [s for s in by_slot.get((exp.account, exp.report, exp.day), [])
+            files = [s for s in by_slot.get((exp.account, exp.report, exp.day, exp.period), [])
                      if exp.currency is None or s.currency == exp.currency]
             matched.update(id(s) for s in files)
             matched.update(s.sha256 for s in files if s.sha256 is not None)
@@ -387,15 +395,19 @@ def workspace_status(ws: Workspace, *, now: datetime | None = None, since: date 
     unscheduled = [s for s in sightings if id(s) not in matched and s.sha256 not in matched
                    and s.account in chosen_names
                    and s.report is not None and s.day is not None
-                   and _in_window(rules[s.account], s.report, s.day, since, until)]
+                   and _in_window(rules[s.account], s, since, until)]
     unscheduled.sort(key=lambda s: (s.account or "", s.day or date.min, s.report or "", s.name, s.path))
     return StatusReport(now, since, until, tuple(rows), tuple(_distinct(unscheduled)))
 
 
-def _in_window(rules: AccountSchedule, report: str, day: date, since: date, until: date) -> bool:
-    if report in CYCLE_REPORTS.get(rules.account.family, ()):
-        return since <= day <= until
-    return rules.settlement_date(since) <= day <= rules.settlement_date(until)
+def _in_window(rules: AccountSchedule, s: Sighting, since: date, until: date) -> bool:
+    assert s.report is not None and s.day is not None
+    if s.period == "monthly":
+        openapi = rules.account.openapi
+        return s.day in monthly_bills_in(since, until, openapi.monthly_ready_day if openapi else 4)
+    if s.report in CYCLE_REPORTS.get(rules.account.family, ()):
+        return since <= s.day <= until
+    return rules.settlement_date(since) <= s.day <= rules.settlement_date(until)
 
 
 def _distinct(files: Sequence[Sighting]) -> list[Sighting]:

@@ -41,14 +41,15 @@ DAYS = ("2026-11-03", "2026-11-04")
 
 
 def trades(day: str) -> list[dict[str, Any]]:
-    done = datetime.fromisoformat(f"{day}T12:00:00").replace(tzinfo=UTC8)
+    """Three trades of ``day`` (yyyy-MM-dd), or of the 15th of a month (yyyy-MM: a monthly bill's rows)."""
+    done = datetime.fromisoformat(f"{day if len(day) == 10 else day + '-15'}T12:00:00").replace(tzinfo=UTC8)
     return [{"支付宝交易号": f"2026{day[-2:]}{i:020d}", "商户订单号": f"ORD-{day}-{i}", "业务类型": "交易",
              "创建时间": done, "完成时间": done + timedelta(minutes=i), "订单金额（元）": 1000 + i,
              "商家实收（元）": 1000 + i, "服务费（元）": -6} for i in range(3)]
 
 
 def movements(day: str) -> list[dict[str, Any]]:
-    at = datetime.fromisoformat(f"{day}T12:00:00").replace(tzinfo=UTC8)
+    at = datetime.fromisoformat(f"{day if len(day) == 10 else day + '-15'}T12:00:00").replace(tzinfo=UTC8)
     rows = [{"账务流水号": f"F{day[-2:]}{i}", "发生时间": at + timedelta(minutes=i), "业务类型": "交易",
              "收入金额（+元）": 1000 + i, "支出金额（-元）": None} for i in range(3)]
     return cn.account_rows(rows, 50_000)
@@ -110,6 +111,14 @@ def test_closed_periods_only() -> None:
     assert [p.text for p in periods] == ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03",
                                          "2026-11-04", "2026-10"]  # today and this month are still open
 
+
+
+def test_the_default_window_is_the_accounts_window_days(setup: Setup) -> None:
+    """Without --since, a fetch asks for the last ``openapi.window_days`` closed days (here: only 11-04)."""
+    assert [p.text for p in openapi_periods(NOW, None, None, monthly=False, window_days=2)] == [
+        "2026-11-03", "2026-11-04"]
+    summary = fetch_account(setup.ws, setup.account(window_days=1), now=setup.clock.now())
+    assert sorted(f.path for f in summary.files) == ["signcustomer/2026-11-04", "trade/2026-11-04"]
 
 def test_everything_arrives_is_archived_ingested_with_lineage_and_a_rerun_skips(setup: Setup, keys: Keys) -> None:
     summary = setup.fetch()
@@ -287,3 +296,27 @@ def test_status_tells_bills_arrived_empty_days_and_missing_ones(setup: Setup) ->
     assert states(12)["2026-11-04"] == {f"{r}:late" for r in reports}
     assert setup.fetch(since="2026-11-04", until="2026-11-04").ok
     assert states(12)["2026-11-04"] == {f"{r}:arrived" for r in reports}
+
+
+def test_status_lists_monthly_bills_due_on_their_ready_day(setup: Setup) -> None:
+    """With ``monthly = true``, status expects the month's four reports, due on ``monthly_ready_day`` of the next
+    month: October's bill (due 11-04 09:00) is late at 11-05 10:00 until fetched; November's is pending."""
+    from alirecon.status import workspace_status
+
+    for bill_type in ("trade", "signcustomer"):
+        setup.store.put(PID, bill_type, "2026-10", bill_zip(bill_type, "2026-10"))
+    setup.ws.config.accounts.append(setup.account(monthly=True))
+
+    def monthly() -> dict[tuple[str, str], str]:
+        report = workspace_status(setup.ws, now=NOW, since=date(2026, 11, 2), until=date(2026, 11, 4))
+        assert {r["period"] for r in report.to_dict()["reports"]} == {"daily", "monthly"}
+        return {(r.expected.label, r.expected.report): r.state for r in report.rows
+                if r.expected.period == "monthly"}
+
+    reports = ("account_detail", "account_summary", "trade_detail", "trade_summary")
+    assert monthly() == {**{("2026-10 (month)", r): "late" for r in reports},
+                         **{("2026-11 (month)", r): "pending" for r in reports}}
+    summary = setup.fetch(since="2026-10-31", until="2026-11-04", monthly=True)
+    assert {"trade/2026-10", "signcustomer/2026-10"} <= {f.path for f in summary.files if f.status == "new"}
+    assert monthly() == {**{("2026-10 (month)", r): "arrived" for r in reports},
+                         **{("2026-11 (month)", r): "pending" for r in reports}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -429,3 +430,171 @@ def test_writer_refuses_what_it_cannot_write() -> None:
     assert bc.file_name("settlement_summary", "", DAY, currency="HKD") == "ALIPAY_SETTLEMENT_SUMMARY_HKD_20131202.csv"
     with pytest.raises(ValueError, match="would not read back"):
         bc.file_name("hk_settlement", "M_1", DAY, batch="B1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Family C: online cross-border "forex" files (barcode.md 5)
+
+C_HEADER = "|".join(bc.HEADERS[("forex_transaction", "v16")])
+# barcode.md 5: the documented header and example row (one-decimal numbers)
+SPEC_C_ROW = ("GDR-EP-5542324-20170922110026136|2017092221001000000009179004|0.01|0.01|0.0|0.0|0.0|0.01|0.01|HKD|"
+              "0.84682000|2017-09-22 11:04:13|2017-09-28 15:36:00|P|L|GDR-EP-5542324-20170922110026136")
+C_REFUND = "RF-1|2017092321001000000009179555|555.0|470.0|5.5|0.0|0.0|549.5|465.3|HKD|0.84682000|" \
+           "2017-09-23 09:00:00||R|F|GDR-EP-5542324-20170922110026136"
+C_FPTRADE = f"{PID}_fptrade_20170922.csv"
+C_SHARED = f"{PID}_transaction_20170922.txt"  # family A's name (barcode.md 1)
+
+
+def c_file(*rows: str, header: str = C_HEADER) -> bytes:
+    return "".join(line + "\n" for line in (header, *rows)).encode()
+
+
+@pytest.mark.parametrize(("name", "day", "month"), [(C_FPTRADE, "20170922", None), (C_SHARED, "20170922", None),
+                                                    (f"{PID}_20170922151516.txt", "20170922", None),
+                                                    (f"{PID}_201709.csv", None, "201709")])
+def test_c_spec_example_parses_to_exact_values(tmp_path: Path, name: str, day: str | None, month: str | None) -> None:
+    parsed = parse(tmp_path, c_file(SPEC_C_ROW, C_REFUND), name)
+    assert parsed.ok, codes(parsed)
+    assert (parsed.family, parsed.report, parsed.variant) == ("barcode", "forex_transaction", "v16")
+    assert (parsed.meta["account"], parsed.meta.get("name_date"), parsed.meta.get("name_month")) == (PID, day, month)
+    assert lines(parsed, "record_type", "raw_type", "status", "merchant_ref_id", "provider_txn_id", "amount_minor",
+                 "fee_minor", "settlement_minor", "settlement_currency", "fx_rate", "occurred_at", "settled_at",
+                 "line_no") == [
+        {"record_type": "PAYMENT", "raw_type": "P", "status": "L",
+         "merchant_ref_id": "GDR-EP-5542324-20170922110026136", "provider_txn_id": "2017092221001000000009179004",
+         "amount_minor": 1, "fee_minor": 0, "settlement_minor": 1, "settlement_currency": "HKD",
+         "fx_rate": Decimal("0.84682"), "occurred_at": datetime(2017, 9, 22, 3, 4, 13, tzinfo=UTC),
+         "settled_at": datetime(2017, 9, 28, 7, 36, tzinfo=UTC), "line_no": 2},
+        # unsigned refund: amount -555.00, fee 5.50 given back, settlement -549.50 (= amount + fee)
+        {"record_type": "REFUND", "raw_type": "R", "status": "F", "merchant_ref_id": "RF-1",
+         "provider_txn_id": "2017092321001000000009179555", "amount_minor": -55500, "fee_minor": 550,
+         "settlement_minor": -54950, "settlement_currency": "HKD", "fx_rate": Decimal("0.84682"),
+         "occurred_at": datetime(2017, 9, 23, 1, tzinfo=UTC), "settled_at": None, "line_no": 3}]
+    # the CNY columns, signed like their rows, for BC-3
+    assert [(d.scope, d.figure, d.value, d.currency, d.line_no) for d in parsed.declared] == [
+        ("row", "rmb_amount", 1, "CNY", 2), ("row", "rmb_settlement", 1, "CNY", 2),
+        ("row", "rmb_amount", -47000, "CNY", 3), ("row", "rmb_settlement", -46530, "CNY", 3)]
+    refund = bc.provider_rows(parsed)[1]
+    assert (refund["Distribute_amount"], refund["Distribute_rmb_amount"], refund["Rate"]) == (0, 0, "0.84682000")
+
+
+def test_c_web_cn_optional_columns(tmp_path: Path) -> None:
+    web_cn = "|".join(bc.HEADERS[("forex_transaction", "web_cn")])
+    parsed = parse(tmp_path, c_file(SPEC_C_ROW + "|", C_REFUND + "|GDR-EP-5542324-20170922110026136", header=web_cn),
+                   C_FPTRADE)
+    assert parsed.ok and parsed.variant == "web_cn", codes(parsed)
+    assert lines(parsed, "original_merchant_ref_id") == [
+        {"original_merchant_ref_id": None}, {"original_merchant_ref_id": "GDR-EP-5542324-20170922110026136"}]
+    # Transaction_id is optional (web_cn): a file without it parses, its header in another case
+    header = C_HEADER.replace("Transaction_id|", "").upper()
+    row = SPEC_C_ROW.replace("|2017092221001000000009179004|", "|")
+    parsed = parse(tmp_path, c_file(row, header=header), C_SHARED)
+    assert parsed.ok and parsed.report == "forex_transaction" and parsed.variant == "custom", codes(parsed)
+    assert lines(parsed, "provider_txn_id", "amount_minor") == [{"provider_txn_id": None, "amount_minor": 1}]
+
+
+def test_c_amount_signs_as_written(tmp_path: Path) -> None:
+    row = C_REFUND.replace("|555.0|470.0|5.5|", "|-555.0|-470.0|5.5|").replace("|549.5|465.3|", "|-549.5|-465.3|")
+    assert ("bad_number", 2, "Amount", 3) in codes(parse(tmp_path, c_file(row), C_FPTRADE))  # unsigned by default
+    opts = ParseOptions(amount_signs={"barcode.forex_transaction": "as_written"})
+    parsed = parse(tmp_path, c_file(row), C_FPTRADE, options=opts)
+    assert parsed.ok, codes(parsed)
+    assert lines(parsed, "amount_minor", "fee_minor", "settlement_minor") == [
+        {"amount_minor": -55500, "fee_minor": -550, "settlement_minor": -54950}]
+
+
+def test_c_detection_against_a_and_b2(tmp_path: Path) -> None:
+    def detected(name: str, data: bytes) -> str:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return registry.detect(path).key()
+
+    # the shared A name: the header decides, both ways
+    assert detected(C_SHARED, c_file(SPEC_C_ROW)) == "barcode.forex_transaction"
+    assert detected(C_SHARED, tx_file(SPEC_TX_ROW)) == "barcode.transaction"
+    # the fptrade name shared with AlipayHK (B2): '|' vs ',' headers
+    b2 = bc.write_report("hk_transaction", [])
+    assert detected(C_FPTRADE, c_file(SPEC_C_ROW)) == "barcode.forex_transaction"
+    assert detected(C_FPTRADE, b2) == "barcode.hk_transaction"
+    # the C header holds every A settlement marker: still C under A's settlement name and under a neutral name
+    assert detected(f"{PID}_settlement_20170922.txt", c_file(SPEC_C_ROW)) == "barcode.forex_transaction"
+    assert detected("report.txt", c_file(SPEC_C_ROW)) == "barcode.forex_transaction"
+    assert detected("report.txt", f"{ST_HEADER}\n".encode()) == "barcode.settlement"
+    # a broken header under a shared name goes to the name's owner (A, B2), which reports it
+    assert detected(C_SHARED, b"Partner_transaction_id|Amount\n") == "barcode.transaction"
+    assert detected(C_FPTRADE, b"Partner_transaction_id|Amount\n") == "barcode.hk_transaction"
+    # the website name is C's alone
+    assert detected(f"{PID}_20170922.csv", b"Partner_transaction_id|Amount\n") == "barcode.forex_transaction"
+
+
+def test_c_bad_input_names_file_line_and_column(tmp_path: Path) -> None:
+    rows = (SPEC_C_ROW,
+            SPEC_C_ROW.rsplit("|", 2)[0],  # 14 cells
+            SPEC_C_ROW.replace("|0.01|0.01|0.0|", "|0.015|0.01|0.0|"),  # third decimal
+            SPEC_C_ROW.replace("|0.01|0.01|0.0|", "|O.01|0.01|0.0|"),  # a letter O
+            SPEC_C_ROW.replace("|P|L|", "|X|L|"),  # Type is P or R
+            SPEC_C_ROW.replace("|0.84682000|", "|0,8468|"),  # Rate is a decimal
+            SPEC_C_ROW.replace("|P|L|", "|P|Q|"))  # an unknown Status: a warning, as in family A
+    parsed = parse(tmp_path, c_file(*rows), C_FPTRADE)
+    assert not parsed.ok and parsed.row_count == 6  # the short record is not read
+    assert set(codes(parsed)) == {("wrong_column_count", 3, None, 15), ("too_many_decimals", 4, "Amount", 3),
+                                  ("bad_number", 5, "Amount", 3), ("bad_value", 6, "Type", 14),
+                                  ("bad_number", 7, "Rate", 11), ("unknown_value", 8, "Status", 15)}
+    assert {(p.code, p.severity) for p in parsed.problems if p.column == "Status"} == {("unknown_value", "warning")}
+    assert all(p.file == C_FPTRADE for p in parsed.problems)
+    assert all(isinstance(p, errors.FormatError) for p in parsed.problems)
+
+
+def test_c_truncated_file(tmp_path: Path) -> None:
+    cut = c_file(SPEC_C_ROW) + SPEC_C_ROW[:60].encode()  # the transfer stopped mid-record: no line end
+    parsed = parse(tmp_path, cut, C_FPTRADE)
+    assert not parsed.ok and parsed.row_count == 1
+    assert [(type(p), p.line, p.column_index) for p in parsed.problems] == [
+        (errors.TruncatedFile, 3, None), (errors.WrongColumnCount, 3, 3)]  # 2 cells: the 3rd is the first missing
+    # a complete last record without a line end is not truncated
+    whole = parse(tmp_path, c_file(SPEC_C_ROW).rstrip(b"\n"), C_FPTRADE)
+    assert whole.ok and whole.problems == [] and whole.row_count == 1
+    # the driver is family A's: its files say so too (Partner line 1, header 2, record 3, cut record 4)
+    cut_a = parse(tmp_path, tx_file(SPEC_TX_ROW) + SPEC_TX_ROW[:10].encode(), TX_NAME)
+    assert [(type(p), p.line) for p in cut_a.problems] == [(errors.TruncatedFile, 4), (errors.WrongColumnCount, 4)]
+
+
+def test_c_gbk_file_and_broken_bytes(tmp_path: Path) -> None:
+    row = SPEC_C_ROW.rsplit("|", 1)[0] + "|退款：订单甲"
+    parsed = parse(tmp_path, c_file(row).decode().encode("gbk"), C_FPTRADE)
+    assert parsed.ok and parsed.meta["encoding"] == "gb18030", codes(parsed)
+    assert bc.provider_rows(parsed)[0]["Remarks"] == "退款：订单甲"
+    broken = c_file(row).decode().encode("gbk") + SPEC_C_ROW.rsplit("|", 2)[0].encode() + b"|\xc4\n"
+    parsed = parse(tmp_path, broken, C_FPTRADE)
+    assert codes(parsed) == [("bad_encoding", 3, None, 15)]  # after 14 cells
+    assert not parsed.ok and parsed.row_count == 0
+
+
+def _c_row(d: Any) -> dict[str, Any]:
+    ccy = d.draw(_ccy)
+    amount, fee = d.draw(_amount), d.draw(_amount)
+    settled = d.draw(st.booleans())
+    return {"Partner_transaction_id": d.draw(_ids), "Transaction_id": d.draw(_ids), "Amount": amount,
+            "Rmb_amount": d.draw(_amount), "Fee": fee, "Distribute_amount": d.draw(st.one_of(st.none(), _amount)),
+            "Distribute_rmb_amount": None, "Settlement": amount - fee if amount >= fee else None,
+            "Rmb_settlement": d.draw(_amount), "Currency": ccy, "Rate": d.draw(st.sampled_from(["0.84682000", "1"])),
+            "Payment_time": d.draw(_when), "Settlement_time": d.draw(_when) if settled else None,
+            "Type": d.draw(st.sampled_from(["P", "R"])), "Status": "L" if settled else d.draw(st.sampled_from("PF")),
+            "Remarks": d.draw(_names)}
+
+
+@settings(max_examples=30)  # each example parses files: keep the file fast
+@given(st.data())
+def test_round_trip_forex_transaction(tmp_path: Path, con: duckdb.DuckDBPyConnection, data: Any) -> None:
+    rows = [_c_row(data) for _ in range(data.draw(st.integers(0, 5)))]
+    web_cn = data.draw(st.booleans())
+    if web_cn:
+        rows = [r | {"Original_partner_transaction_ID": data.draw(st.one_of(st.none(), _ids))} for r in rows]
+    header = bc.HEADERS[("forex_transaction", "web_cn" if web_cn else "v16")]
+    name = data.draw(st.sampled_from([C_FPTRADE, C_SHARED]))
+    parsed = _round_trip(tmp_path, con, "forex_transaction", rows, name, header=header,
+                         encoding=data.draw(st.sampled_from(["utf-8", "gb18030"])),
+                         newline=data.draw(st.sampled_from(["\n", "\r\n"])))
+    got = lines(parsed, "amount_minor", "fee_minor", "settlement_minor")
+    assert [g["amount_minor"] for g in got] == [-r["Amount"] if r["Type"] == "R" else r["Amount"] for r in rows]
+    assert all(g["settlement_minor"] in (None, g["amount_minor"] + g["fee_minor"]) for g in got)

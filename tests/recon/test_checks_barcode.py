@@ -371,3 +371,56 @@ def test_bc7_passes_and_needs_a_journal_and_files(tmp_path: Path) -> None:
     sd_name = bc.file_name("settlement_detail", "", DAY, currency="HKD")
     assert journal_checked(tmp_path / "c", [journal_row("T-OK", "SUCCESS")], {
         sd_name: bc.write_report("settlement_detail", [b1_settled("T-OK")], header=SD_HEADER)}) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Family C (barcode.md 5): BC-2 and BC-3 on the forex transaction file's rows
+
+
+def c_row(i: int, kind: str, amount: int, fee: int, settlement: int | None, rmb_amount: int,
+          rmb_settlement: int | None, rate: str = "7.12340000") -> Row:
+    return {"Partner_transaction_id": f"F{i}", "Transaction_id": f"2026090321001{i}", "Amount": amount,
+            "Rmb_amount": rmb_amount, "Fee": fee, "Distribute_amount": 0, "Distribute_rmb_amount": 0,
+            "Settlement": settlement, "Rmb_settlement": rmb_settlement, "Currency": "USD", "Rate": Decimal(rate),
+            "Payment_time": T0, "Settlement_time": T0 if settlement is not None else None, "Type": kind,
+            "Status": "L" if settlement is not None else "P", "Remarks": None}
+
+
+C_ROWS = [
+    # 100.00 USD x 7.1234 = 712.34 CNY; settlement 97.00 x 7.1234 = 690.9698 -> 690.97
+    c_row(1, "P", 10000, 300, 9700, 71234, 69097),
+    # an unsigned refund: 5.00 x 7.1234 = 35.617 -> 35.62; 4.85 x 7.1234 = 34.54849 -> 34.55 (both signed -)
+    c_row(2, "R", 500, 15, 485, 3562, 3455),
+    # paid, not settled yet: no Settlement, no Rmb_settlement (BC-2 skips it; BC-3 has one CNY cell)
+    c_row(4, "P", 2000, 60, None, 14247, None),  # 20.00 x 7.1234 = 142.468 -> 142.47
+]
+
+
+def test_c_rows_pass_bc2_and_bc3(tmp_path: Path) -> None:
+    name = bc.file_name("forex_transaction", PID, DAY)
+    results = checked(tmp_path, {name: bc.write_report("forex_transaction", C_ROWS)})
+    lineage = [{"sha256": ANY, "name": name, "line": None}]
+    assert [(r["check_id"], r["status"], r["reason_code"], r["report"], r["scope"], r["lineage"], r["detail"])
+            for r in results if r["check_id"] in ("BC-2", "BC-3")] == [
+        ("BC-2", "pass", "ROW_SETTLEMENT_MISMATCH", "forex_transaction", name, lineage,
+         "2 rows: settlement = amount - fee on each"),
+        ("BC-3", "pass", "CNY_AMOUNT_MISMATCH", "forex_transaction", name, lineage,
+         "5 CNY cells within 5 fen of the foreign amount x Rate")]
+    assert [r for r in results if r["status"] != "pass"] == []
+
+
+def test_c_rows_fail_bc2_and_bc3_where_injected(tmp_path: Path) -> None:
+    name = bc.file_name("forex_transaction", PID, DAY)
+    rows = [C_ROWS[0],
+            # the refund's Settlement says 4.90 where 5.00 - 0.15 = 4.85 (its CNY cell follows 4.90: 34.90466 -> 34.90)
+            c_row(2, "R", 500, 15, 490, 3562, 3490),
+            # 12.34 x 7.1234 = 87.902756 -> 87.90, written 88.00: 10 fen off; 11.97 x 7.1234 = 85.267098 -> 85.27
+            c_row(3, "P", 1234, 37, 1197, 8800, 8527)]
+    results = checked(tmp_path, {name: bc.write_report("forex_transaction", rows)})
+    assert [(r["check_id"], r["status"], r["reason_code"], r["report"], r["scope"], r["currency"], r["expected"],
+             r["actual"], r["lineage"], r["detail"]) for r in results if r["check_id"] in ("BC-2", "BC-3")] == [
+        ("BC-2", "fail", "ROW_SETTLEMENT_MISMATCH", "forex_transaction", f"{name}/F2", "USD", -485, -490,
+         [{"sha256": ANY, "name": name, "line": 3}], "amount - fee = -485, settlement = -490 (difference -5)"),
+        ("BC-3", "fail", "CNY_AMOUNT_MISMATCH", "forex_transaction", f"{name}/F3/Rmb_amount", "CNY", 8790, 8800,
+         [{"sha256": ANY, "name": name, "line": 4}],
+         "1234 USD minor x Rate 7.1234 = 8790 fen, Rmb_amount = 8800 (difference 10, tolerance 5)")]

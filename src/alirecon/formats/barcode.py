@@ -1,4 +1,4 @@
-"""Global barcode / in-store reconciliation files (barcode.md 2-4): families A, B1 and B2.
+"""Global barcode / in-store reconciliation files (barcode.md 2-5): families A, B1, B2 and C.
 
 Why a driver of its own: the family A files are ``|``-separated, start with a ``Partner:...|Total_count:n`` line
 that states a figure the checks need (barcode.md 2.2), and their encoding is undocumented (UTF-8, else
@@ -13,21 +13,28 @@ Reports (``REPORTS``), all header-driven (columns found by name, case-insensitiv
 * family B1: ``transaction_detail``, ``settlement_detail``, ``settlement_summary`` (``ALIPAY_*_<cur>_<date>.csv``);
 * family B2 (AlipayHK): ``hk_transaction`` (``MID_fptrade_YYYYMMDD.csv``), ``hk_settlement``
   (``MID_settle_YYYYMMDD_BatchID.csv``), ``hk_settlebatch`` (``PID_settlebatch_YYYYMMDD.csv``, barcode.md 4.2: one
-  row of totals per batch, as written).
+  row of totals per batch, as written);
+* family C (online cross-border "forex", barcode.md 5): ``forex_transaction`` (``<PID>_fptrade_<YYYYMMDD>.csv``,
+  ``<PID>_transaction_<YYYYMMDD>.txt`` as family A's name, website ``<PID>_<YYYYMMDD...>.{csv,txt}``; the header
+  line tells C from A and B2): ``|``-separated, no summary line; 16 columns, optional
+  ``Original_partner_transaction_ID`` and ``Transaction_id`` (web_cn). Its rows carry the settlement columns, so
+  BC-2/BC-3 apply as to A's settlement.
 
 Canonical signs (``schema.REPORT_LINE``): amounts positive for payments and negative for refunds, reversals and
 cancels; fee negative = charged to the merchant (as ``alipay_cn``); so settlement = amount + fee on every row.
 Family A and the B2 ``Amount``/``Fee`` columns are written unsigned with the sign in the type column
-(barcode.md 2.2 observations, 4.1, 8.8); a refund sample of the A settlement file does not exist (barcode.md
+(barcode.md 2.2 observations, 4.1, 8.8), and so is every family C money column (barcode.md 5: a refund nets
+-Settlement [inferred]); a refund sample of the A settlement file does not exist (barcode.md
 gap 2/3), so ``ParseOptions.amount_signs["barcode.<report>"]`` may say ``as_written`` instead of the default
 ``by_type`` [inferred]. B2 ``Settlement`` and the B1 summary are signed as written (barcode.md 3.3, 4.1, 8.8).
 
 Declared figures (``schema.DECLARED``): the A ``Partner`` line's ``Total_count`` (scope ``file``, figure
 ``count``); each B1 summary row (scope = its ``type``, batch_id = ``referenceId``; figures count, settlement,
-commission, as written); each non-HK A settlement row's ``Rmb_amount`` / ``Rmb_settlement`` (scope ``row``,
-figures ``rmb_amount`` / ``rmb_settlement``, CNY, signed like the row; its ``Rate`` is the line's ``fx_rate``).
+commission, as written); each non-HK A settlement row's and each C row's ``Rmb_amount`` / ``Rmb_settlement``
+(scope ``row``, figures ``rmb_amount`` / ``rmb_settlement``, CNY, signed like the row; its ``Rate`` is the
+line's ``fx_rate``).
 File metadata: ``partner`` / ``payment_date`` (Partner line), ``name_account`` /
-``name_date`` / ``name_currency`` / ``batch`` (file name), ``encoding`` (``utf-8`` or ``gb18030``).
+``name_date`` / ``name_month`` / ``name_currency`` / ``batch`` (file name), ``encoding`` (``utf-8`` or ``gb18030``).
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ TX, ST = "transaction", "settlement"
 B1_TX, B1_SD, B1_SS = "transaction_detail", "settlement_detail", "settlement_summary"
 B2_TX, B2_ST = "hk_transaction", "hk_settlement"
 B2_BATCH = "hk_settlebatch"
+C_TX = "forex_transaction"
 
 # Types whose (unsigned) amounts take money back from the merchant (barcode.md 2.2 #7, 2.3 #12, 3.1 #7, 4.1 #11).
 NEGATIVE_TYPES = ("REFUND", "REVERSAL", "REVERSE", "CANCEL", "R")
@@ -238,6 +246,35 @@ B2_BATCH_COLUMNS = (
     Column("Currency", Kind.CURRENCY, required=True, nonempty=True, source=_S42 + " batch #6"),
 )
 
+# ---------------------------------------------------------------------------------------------
+# Family C: online cross-border "forex" files (barcode.md 5). One file, the transaction file: it carries the
+# settlement columns too (Settlement_time empty until settled). The spec names no C settlement file of its own
+# (only a status value, "settlement file L", barcode.md 5 #15), so none is described here.
+
+_S5 = "barcode.md 5"
+C_TX_COLUMNS = (
+    _text("Partner_transaction_id", 64, required=True, nonempty=True, source=_S5 + " #1"),
+    # optional per web_cn ("Transaction_ID" must be enabled; barcode.md 5, 7): header names match case-insensitively
+    _text("Transaction_id", 64, source=_S5 + " #2 (optional column, web_cn)"),
+    # Number(8,2); one decimal ("555.0") is legal (barcode.md 5 observations); unsigned, the sign is the Type's
+    _money("Amount", "Currency", required=True, nonempty=True, nonnegative=True, source=_S5 + " #3"),
+    _money("Rmb_amount", "=CNY", nonnegative=True, source=_S5 + " #4"),
+    _money("Fee", "Currency", required=True, nonnegative=True, source=_S5 + " #5"),
+    _money("Distribute_amount", "Currency", nonnegative=True, source=_S5 + " #6 (split amount)"),
+    _money("Distribute_rmb_amount", "=CNY", nonnegative=True, source=_S5 + " #7"),
+    _money("Settlement", "Currency", required=True, source=_S5 + " #8"),
+    _money("Rmb_settlement", "=CNY", source=_S5 + " #9"),
+    Column("Currency", Kind.CURRENCY, required=True, nonempty=True, source=_S5 + " #10"),
+    Column("Rate", Kind.DECIMAL, source=_S5 + " #11 (8 decimals in samples; read by BC-3)"),
+    _time("Payment_time", required=True, nonempty=True, source=_S5 + " #12"),
+    _time("Settlement_time", source=_S5 + " #13 (empty until settled)"),
+    Column("Type", Kind.ENUM, allowed=("P", "R"), strict=True, required=True, nonempty=True, source=_S5 + " #14"),
+    # P paid / L liquidated (payments), F failed / L (refunds); an unknown value is a warning, as in family A
+    Column("Status", Kind.ENUM, allowed=("P", "L", "F"), source=_S5 + " #15"),
+    _text("Remarks", 256, source=_S5 + " #16"),
+    _text("Original_partner_transaction_ID", 64, source=_S5 + " (optional column, web_cn; position [inferred])"),
+)
+
 HEADERS: dict[tuple[str, str], tuple[str, ...]] = {
     (TX, "v15"): _names(A_TX_COLUMNS, skip=("Secondary_merchant_id", "Issue")),
     (TX, "hk17"): _names(A_TX_COLUMNS),
@@ -251,9 +288,12 @@ HEADERS: dict[tuple[str, str], tuple[str, ...]] = {
     (B2_TX, "v1"): _names(B2_COLUMNS),
     (B2_ST, "v1"): _names(B2_COLUMNS),
     (B2_BATCH, "v1"): _names(B2_BATCH_COLUMNS),
+    (C_TX, "v16"): _names(C_TX_COLUMNS, skip=("Original_partner_transaction_ID",)),
+    # web_cn's optional column, appended [inferred: its position is not documented; columns are found by name]
+    (C_TX, "web_cn"): _names(C_TX_COLUMNS),
 }
 _DEFAULT_VARIANT = {TX: "v15", ST: "v21", B1_TX: "v1", B1_SD: "v15", B1_SS: "v1", B2_TX: "v1", B2_ST: "v1",
-                    B2_BATCH: "v1"}
+                    B2_BATCH: "v1", C_TX: "v16"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +350,9 @@ def _a_transaction_layout(sign: str) -> Layout:
     return Layout(f"{FAMILY}.{TX}.{sign}", cols, outputs, extras_keep=_everything(cols))
 
 
-def _a_settlement_layout(sign: str) -> Layout:
+def _a_settlement_layout(sign: str, report: str = ST, columns: Sequence[Column] = A_ST_COLUMNS) -> Layout:
+    """Family A's settlement file; family C's file has the same P/R rows with the same money columns (barcode.md
+    5 vs 2.3), so ``report``/``columns`` give it this layout too (plus its refund -> payment link)."""
     t = "Type"
     outputs = {
         "record_type": "CASE {Type} WHEN 'P' THEN 'PAYMENT' WHEN 'R' THEN 'REFUND' ELSE {Type} END",
@@ -336,8 +378,10 @@ def _a_settlement_layout(sign: str) -> Layout:
         "col:Rmb_amount": _signed("Rmb_amount", t, sign),
         "col:Rmb_settlement": _signed("Rmb_settlement", t, sign),
     }
-    cols = _relaxed(A_ST_COLUMNS, sign)
-    return Layout(f"{FAMILY}.{ST}.{sign}", cols, outputs, extras_keep=_everything(cols))
+    if any(c.name == "Original_partner_transaction_ID" for c in columns):
+        outputs["original_merchant_ref_id"] = "{Original_partner_transaction_ID}"
+    cols = _relaxed(columns, sign)
+    return Layout(f"{FAMILY}.{report}.{sign}", cols, outputs, extras_keep=_everything(cols))
 
 
 def _b1_detail_layout(report: str, sign: str) -> Layout:
@@ -440,6 +484,8 @@ def _layouts(report: str, sign: str) -> Layout:
         return _a_transaction_layout(sign)
     if report == ST:
         return _a_settlement_layout(sign)
+    if report == C_TX:
+        return _a_settlement_layout(sign, C_TX, C_TX_COLUMNS)
     if report in (B1_TX, B1_SD):
         return _b1_detail_layout(report, sign)
     if report == B1_SS:
@@ -448,7 +494,8 @@ def _layouts(report: str, sign: str) -> Layout:
 
 
 _DEFAULT_SIGN = {TX: "by_type", ST: "by_type", B1_TX: "as_written", B1_SD: "as_written", B1_SS: "as_written",
-                 B2_TX: "by_type", B2_ST: "by_type", B2_BATCH: "as_written"}
+                 B2_TX: "by_type", B2_ST: "by_type", B2_BATCH: "as_written",
+                 C_TX: "by_type"}  # family C: unsigned, refunds net -Settlement (barcode.md 5 [inferred])
 _LAYOUTS: dict[tuple[str, str], Layout] = {(r, s): _layouts(r, s) for r in _DEFAULT_SIGN for s in SIGNS}
 
 
@@ -571,6 +618,11 @@ class BarcodeReport(ReportFormat):
     partner_line: str = "none"  # required | optional | none
     extensions: tuple[str, ...] = (".txt",)
     declare: DeclareFn | None = None  # figures derived from the lines (the B1 summary's rows)
+    # header names that rule the report out: the family C header holds every family A settlement marker
+    excludes: tuple[str, ...] = ()
+    # reports whose names this one shares (family C: A's ``_transaction_`` and B2's ``_fptrade_``, barcode.md 1, 5):
+    # under such a name only the header makes it this report, so a broken header still goes to the name's owner
+    defer_names_to: tuple[str, ...] = ()
 
     def name_checks(self) -> Mapping[str, str]:
         return {}
@@ -589,9 +641,11 @@ class BarcodeReport(ReportFormat):
         by_name = self.name_meta(name) is not None
         header = self._header_of(head)
         names = {h.lower() for h in header or ()}
-        by_header = all(m.lower() in names for m in self.markers)
+        by_header = all(m.lower() in names for m in self.markers) and names.isdisjoint(x.lower() for x in self.excludes)
         if by_header:
             return 3 if by_name else 2
+        if any(_BY_NAME[r].name_meta(name) is not None for r in self.defer_names_to):
+            return 0
         return 1 if by_name else 0
 
     def layout(self, options: ParseOptions) -> Layout:
@@ -656,8 +710,14 @@ class BarcodeReport(ReportFormat):
         parsed.variant = _variant_of(self.report, header)
         _header_problems(parsed, layout, header, header_line)
         rows: list[tuple[int, list[str | None]]] = []
+        # a short last record with no line end: the transfer stopped mid-record (not just a malformed row)
+        cut_line = lines[-1][0] if not text.endswith("\n") else None
         for line_no, raw in lines[pos + 1:]:
             cells = _split(raw, self.delimiter)
+            if line_no == cut_line and len(cells) < len(header):
+                parsed.problems.append(errors.TruncatedFile(
+                    "the file ends in the middle of a record (no line end)", file=name, line=line_no,
+                    expected=f"{len(header)} cells and a line end", found=f"{len(cells)} cells: {raw[-40:]}"))
             if len(cells) == len(header) + 1 and cells[-1] == "":
                 parsed.problems.append(errors.SurplusTrailingCell(
                     "one extra empty cell at the end of the record", file=name, line=line_no,
@@ -731,7 +791,7 @@ TRANSACTION = BarcodeReport(FAMILY, TX, re.compile(rf"{_PID}_transaction_(?P<nam
                             partner_line="required")
 SETTLEMENT = BarcodeReport(FAMILY, ST, re.compile(rf"{_PID}_settlement_(?P<name_date>[0-9]{{8}})\.txt"), "|",
                            ("Partner_transaction_id", "Amount", "Fee", "Settlement", "Settlement_time", "Type"),
-                           partner_line="optional", declare=_declare_rmb)
+                           partner_line="optional", declare=_declare_rmb, excludes=("Distribute_amount",))
 _B1 = r"_(?P<name_currency>[A-Z]{3})_(?P<name_date>[0-9]{8})\.csv"
 TRANSACTION_DETAIL = BarcodeReport(FAMILY, B1_TX, re.compile("ALIPAY_TRANSACTION_DETAIL" + _B1), ",",
                                    ("merchantId", "merchantTransId", "acquirementId", "transStatus", "orderAmount"),
@@ -754,11 +814,21 @@ HK_SETTLEBATCH = BarcodeReport(FAMILY, B2_BATCH,
                                 re.compile(r"(?P<name_account>[^_]+)_settlebatch_(?P<name_date>[0-9]{8})\.csv"), ",",
                                 ("Settle_batch_no", "Settle_date", "Amount", "Fee", "Settlement", "Currency"),
                                 extensions=(".csv",))
+# Family C names (barcode.md 5): SFTP <PID>_fptrade_<YYYYMMDD>.csv (shared with B2, told apart by the
+# '|'-separated header), <PID>_transaction_<YYYYMMDD>.txt (shared with family A, told apart by the header line,
+# barcode.md 1) and the website download <PID>_<YYYYMMDD | YYYYMM | YYYYMMDD + 6 digits>.{csv,txt} (.xls: no reader).
+FOREX_TRANSACTION = BarcodeReport(
+    FAMILY, C_TX,
+    re.compile(rf"{_PID}_(?:(?:fptrade_(?=[0-9]{{8}}\.csv$)|transaction_(?=[0-9]{{8}}\.txt$))?"
+               r"(?P<name_date>[0-9]{8})(?:[0-9]{6})?|(?P<name_month>[0-9]{6}))\.(?:csv|txt)"),
+    "|", ("Partner_transaction_id", "Amount", "Rmb_amount", "Fee", "Distribute_amount", "Settlement", "Type"),
+    extensions=(".csv", ".txt"), declare=_declare_rmb, defer_names_to=(TX, B2_TX))
 REPORTS: tuple[ReportFormat, ...] = (TRANSACTION, SETTLEMENT, TRANSACTION_DETAIL, SETTLEMENT_DETAIL,
-                                     SETTLEMENT_SUMMARY, HK_TRANSACTION, HK_SETTLEMENT, HK_SETTLEBATCH)
+                                     SETTLEMENT_SUMMARY, HK_TRANSACTION, HK_SETTLEMENT, HK_SETTLEBATCH,
+                                     FOREX_TRANSACTION)
 _BY_NAME: dict[str, BarcodeReport] = {r.report: r for r in (TRANSACTION, SETTLEMENT, TRANSACTION_DETAIL,
                                                             SETTLEMENT_DETAIL, SETTLEMENT_SUMMARY, HK_TRANSACTION,
-                                                            HK_SETTLEMENT, HK_SETTLEBATCH)}
+                                                            HK_SETTLEMENT, HK_SETTLEBATCH, FOREX_TRANSACTION)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -802,7 +872,7 @@ def provider_rows(parsed: ParsedFile) -> list[dict[str, Any]]:
 
 
 def file_name(report: str, account: str, day: date, *, currency: str | None = None, batch: str | None = None) -> str:
-    """The documented name (barcode.md 2.1, 3, 4.1), checked to read back as ``report``."""
+    """The documented name (barcode.md 2.1, 3, 4.1, 5: family C's SFTP name), checked to read back as ``report``."""
     ymd = day.strftime("%Y%m%d")
     name = {
         TX: f"{account}_transaction_{ymd}.txt", ST: f"{account}_settlement_{ymd}.txt",
@@ -810,7 +880,7 @@ def file_name(report: str, account: str, day: date, *, currency: str | None = No
         B1_SD: f"ALIPAY_SETTLEMENT_DETAIL_{currency}_{ymd}.csv",
         B1_SS: f"ALIPAY_SETTLEMENT_SUMMARY_{currency}_{ymd}.csv",
         B2_TX: f"{account}_fptrade_{ymd}.csv", B2_ST: f"{account}_settle_{ymd}_{batch}.csv",
-        B2_BATCH: f"{account}_settlebatch_{ymd}.csv",
+        B2_BATCH: f"{account}_settlebatch_{ymd}.csv", C_TX: f"{account}_fptrade_{ymd}.csv",
     }[report]
     if _BY_NAME[report].name_meta(name) is None:
         raise ValueError(f"{name!r} would not read back as {FAMILY}.{report}")
@@ -835,7 +905,7 @@ def write_report(report: str, rows: Iterable[Mapping[str, Any]], *, partner: str
     """A file's bytes from provider rows (documented column name -> python value).
 
     Values: amounts int minor units (written in major units with the currency's decimals), times ``Stamp`` or
-    aware ``datetime`` (``yyyy-MM-dd HH:mm:ss`` in UTC+8 for families A/B2, ISO 8601 with offset for B1), counts
+    aware ``datetime`` (``yyyy-MM-dd HH:mm:ss`` in UTC+8 for families A/B2/C, ISO 8601 with offset for B1), counts
     int, texts str; a ``str`` is written as given (how a test injects a bad cell), None as empty. ``header``:
     another version or order (``HEADERS``). Family A transaction files (and settlement files when ``partner``
     is given) start with ``Partner:<partner>|Payment_time: <date>|Total_count:<n>`` (the doc sample's spelling,

@@ -1,12 +1,12 @@
 """Checks of barcode (in-store) files against themselves and each other (barcode.md 9, BC-1 to BC-7).
 
-Why: the family A transaction file states its record count on its ``Partner`` line, every settlement row
-carries amount, fee and settlement, and the B1 settlement summary restates its details per type and
-reference id; each is a cheap, exact proof that the files are complete before they meet the ledger.
+Why: the family A transaction file states its record count on its ``Partner`` line, every settlement row (and
+every family C row) carries amount, fee and settlement, and the B1 settlement summary restates its details per
+type and reference id; each is a cheap, exact proof that the files are complete before they meet the ledger.
 Wrong widths, bad amounts and broken encodings are parse-time errors (``formats.barcode``).
 
-BC-3 to BC-7 follow the money further: the CNY columns of family A against the foreign amount and its Rate, the
-AlipayHK batch file against its settle files, settlement against the transaction files (and cancels), and the
+BC-3 to BC-7 follow the money further: the CNY columns of families A and C against the foreign amount and its
+Rate, the AlipayHK batch file against its settle files, settlement against the transaction files (and cancels), and the
 payment journal (``pay.ledger``, as the workspace's ledger: ``CheckContext.ledger``) against the files. A check
 whose inputs are absent (no CNY columns, no batch file, no transaction file, no journal) yields nothing: the
 sandbox world and real merchants receive only some of the families.
@@ -29,7 +29,8 @@ from .checks import CheckContext, Result, _compare, _lineage, _rows, check
 __all__: list[str] = []
 
 FAMILY = "barcode"
-_ROW_REPORTS = ("settlement", "hk_settlement", "settlement_detail", "hk_settlebatch")
+# reports whose rows carry amount, fee and settlement (family C's transaction file too: barcode.md 5, 9 BC-2)
+_ROW_REPORTS = ("settlement", "hk_settlement", "settlement_detail", "hk_settlebatch", "forex_transaction")
 _FIGURES = ("count", "settlement", "commission")
 
 
@@ -65,7 +66,7 @@ def _bc_1(ctx: CheckContext) -> Iterator[Result]:
 
 
 @check("BC-2", FAMILY, "Per row: Settlement = Amount - Fee (refunds: the same, signed)",
-       "barcode.md 2.3 (sample), 2.4, 4.1, 9 BC-2")
+       "barcode.md 2.3 (sample), 2.4, 4.1, 5, 9 BC-2")
 def _bc_2(ctx: CheckContext) -> Iterator[Result]:
     reports = ", ".join(_sql_str(r) for r in _ROW_REPORTS)
     where = (f"family = '{FAMILY}' AND report IN ({reports}) AND settlement_minor IS NOT NULL AND amount_minor IS NOT "
@@ -175,12 +176,12 @@ _CNY_REASON = {"rmb_amount": "CNY_AMOUNT_MISMATCH", "rmb_settlement": "CNY_SETTL
 
 
 @check("BC-3", FAMILY, "Per row: the CNY columns = the foreign amount x Rate, within a tolerance (fen)",
-       "barcode.md 2.3 (sample: Rmb_amount exact, Rmb_settlement a few fen off), 2.4, 9 BC-3 [tolerance "
+       "barcode.md 2.3 (sample: Rmb_amount exact, Rmb_settlement a few fen off), 2.4, 5, 9 BC-3 [tolerance "
        "configurable: checks.barcode_cny_tolerance_minor]")
 def _bc_3(ctx: CheckContext) -> Iterator[Result]:
-    """Family A non-HK settlement rows (the only barcode layout with CNY columns; family C has no parser yet, a
-    layout declaring the same ``row`` figures is checked the same way). Exact decimals: amount (minor units of
-    its currency) x Rate, scaled to fen and rounded half-even, against the written CNY cell."""
+    """Family A non-HK settlement rows and family C rows (the barcode layouts with CNY columns; both declare the
+    same ``row`` figures, so one query serves both). Exact decimals: amount (minor units of its currency) x Rate,
+    scaled to fen and rounded half-even, against the written CNY cell."""
     rows = _rows(ctx, f"""
         SELECT l.report, l.source_sha256 AS sha, l.source_name AS name, l.line_no, l.merchant_ref_id,
                l.provider_txn_id, d.figure, d.value AS cny, l.fx_rate AS rate, l.amount_currency AS ccy,

@@ -10,7 +10,8 @@ atomic rename that refuses to overwrite, so of several concurrent puts of the sa
 creates the object and none rewrites it - and finally the directory is fsynced. Where hard links are
 not supported the publish falls back to ``os.replace`` (still atomic; a racing writer can then only
 replace an object with identical bytes). The per-writer token keeps concurrent writers off each
-other's ``.part`` file.
+other's ``.part`` file. ``put_many`` (a fetch's many small files) runs the same protocol for a batch with
+one group commit of the fsyncs, staging in unnamed ``O_TMPFILE`` files where the system has them.
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, TypeVar
 
 from .errors import AlireconError
 
 __all__ = ["Archive", "ArchiveError", "PutResult"]
 
+T = TypeVar("T")
 CHUNK = 4 * 1024 * 1024
+STAGING_DIR = "tmp"  # under the root, beside (never inside) the objects: put_many's named parts where needed
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # Writes the object's bytes to the open ``.part`` file; returns the sha256 and size actually written.
 _Writer = Callable[[BinaryIO], tuple[str, int]]
@@ -50,6 +55,7 @@ class Archive:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.objects = self.root / "sha256"
+        self._unnamed = True  # put_many stages unnamed (O_TMPFILE) files until the system refuses them
 
     def path_of(self, sha256: str) -> Path:
         if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256):
@@ -68,8 +74,9 @@ class Archive:
         with self.open(sha256) as f:
             return _hash_stream(f)[0] == sha256
 
-    def put_bytes(self, data: bytes) -> PutResult:
-        sha = hashlib.sha256(data).hexdigest()
+    def put_bytes(self, data: bytes, *, sha256: str | None = None) -> PutResult:
+        """Store ``data``; ``sha256``: its digest, when the caller computed it over these very bytes."""
+        sha = sha256 or hashlib.sha256(data).hexdigest()
         if self.exists(sha):
             return PutResult(sha, len(data), False)
 
@@ -78,6 +85,83 @@ class Archive:
             return sha, len(data)
 
         return self._publish(sha, write)
+
+    def put_many(self, blobs: Sequence[tuple[bytes, str | None]]) -> list[PutResult | Exception]:
+        """Store several objects (bytes, and their sha256 when the caller computed it over those bytes) with one
+        group commit; each result is a ``PutResult`` or the exception that one object met.
+
+        The same protocol as ``put_bytes`` (private file, fsync, link that refuses to overwrite, directory
+        fsync), in phases: every file is written, then all are fsynced at once (the file system commits them
+        together instead of one journal commit each), then linked, then each directory that gained an entry is
+        fsynced once. Nothing is reported stored before its bytes and its name are durable. The private files
+        have no name at all (``O_TMPFILE``) where the system allows it, so a crash at any point leaves nothing
+        behind; elsewhere they are named parts under ``<root>/tmp``, never among the objects.
+        """
+        results: list[PutResult | Exception | None] = [None] * len(blobs)
+        staged: list[tuple[int, str, int, int, Path | None, Path]] = []  # index, sha256, size, fd, named part, dest
+        dirs: set[Path] = set()
+        try:
+            for i, (data, known) in enumerate(blobs):
+                sha = known or hashlib.sha256(data).hexdigest()
+                dest = self.path_of(sha)
+                if dest.is_file():
+                    results[i] = PutResult(sha, len(data), False)
+                    continue
+                try:
+                    dirs.update(_makedirs(dest.parent, stop=self.root))
+                    fd, named = self._stage(dest.parent)
+                except OSError as exc:
+                    results[i] = exc
+                    continue
+                staged.append((i, sha, len(data), fd, named, dest))
+                try:
+                    _write_all(fd, data)
+                except OSError as exc:
+                    results[i] = exc
+            written = [s for s in staged if results[s[0]] is None]
+            synced = _in_parallel(os.fsync, [fd for _, _, _, fd, _, _ in written])
+            for (i, sha, size, fd, named, dest), error in zip(written, synced, strict=True):
+                try:
+                    if error is not None:
+                        raise error
+                    results[i] = PutResult(sha, size, self._link_staged(fd, named, dest, blobs[i][0]))
+                    dirs.add(dest.parent)
+                except OSError as exc:
+                    results[i] = exc
+        finally:
+            for _, _, _, fd, named, _ in staged:
+                os.close(fd)
+                if named is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(named)
+        _in_parallel(_fsync_dir, dirs)  # as in _publish: a directory that refuses fsync is not an error
+        return [r if r is not None else ArchiveError("not stored") for r in results]
+
+    def _stage(self, directory: Path) -> tuple[int, Path | None]:
+        """A new private file for ``put_many`` on ``directory``'s file system: an open descriptor, and its name
+        (None: it has none until linked)."""
+        if self._unnamed:
+            try:
+                return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o444), None
+            except (AttributeError, OSError):  # no O_TMPFILE on this system or file system
+                self._unnamed = False
+        staging = self.root / STAGING_DIR
+        staging.mkdir(exist_ok=True)
+        named = staging / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+        return os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), named
+
+    def _link_staged(self, fd: int, named: Path | None, dest: Path, data: bytes) -> bool:
+        """Give a staged, fsynced file its object name (refusing to overwrite); False when it was already there."""
+        if named is not None:
+            return _link_no_clobber(named, dest)
+        try:
+            os.link(f"/proc/self/fd/{fd}", dest)  # linkat(AT_SYMLINK_FOLLOW): how an O_TMPFILE file gets a name
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no /proc here: named parts from now on, and this object the usual way
+            self._unnamed = False
+            return self.put_bytes(data, sha256=dest.name).created
 
     def put_file(self, path: Path, *, move: bool = False, sha256: str | None = None) -> PutResult:
         """Store a file of any size, streaming in chunks.
@@ -190,8 +274,9 @@ def _link_no_clobber(part: Path, dest: Path) -> bool:
         return True
 
 
-def _makedirs_durable(directory: Path, *, stop: Path) -> None:
-    """Create ``directory`` and fsync each parent that gained an entry, so a crash cannot lose it."""
+def _makedirs(directory: Path, *, stop: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents up to ``stop``; the parents that gained an entry (for the
+    caller to fsync before it relies on anything inside)."""
     missing: list[Path] = []
     d = directory
     while not d.exists():
@@ -202,7 +287,45 @@ def _makedirs_durable(directory: Path, *, stop: Path) -> None:
     for d in reversed(missing):
         with contextlib.suppress(FileExistsError):
             d.mkdir()
-        _fsync_dir(d.parent)
+    return [d.parent for d in missing]
+
+
+def _makedirs_durable(directory: Path, *, stop: Path) -> None:
+    """Create ``directory`` and fsync each parent that gained an entry, so a crash cannot lose it."""
+    for parent in _makedirs(directory, stop=stop):
+        _fsync_dir(parent)
+
+
+_SYNC_THREADS = 16  # fsyncs in flight together: the file system commits them as one (measured: ~6x fewer ms each)
+_sync_pool: ThreadPoolExecutor | None = None
+_sync_pool_lock = threading.Lock()
+
+
+def _in_parallel(fn: Callable[[T], None], items: Iterable[T]) -> list[Exception | None]:
+    """``fn`` on every item at once on a shared pool of threads; each call's exception, or None."""
+    global _sync_pool
+    todo = list(items)
+    if len(todo) <= 1:
+        return [_error_of(fn, item) for item in todo]
+    with _sync_pool_lock:
+        if _sync_pool is None:
+            _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="alirecon-fsync")
+        pool = _sync_pool
+    return list(pool.map(lambda item: _error_of(fn, item), todo))
+
+
+def _error_of(fn: Callable[[T], None], item: T) -> Exception | None:
+    try:
+        fn(item)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -14,10 +14,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from alirecon.archive import Archive
 from alirecon.fetch import fetch_account
 from alirecon.sandbox import sftp_server as sandbox
 from alirecon.sandbox.world import ANTOM_MERCHANT, World
+from alirecon.sources import sftp
 from alirecon.warehouse import Workspace
 
 from .conftest import ANTOM, archive_is_clean, serve, trust, workspace_config
@@ -64,7 +67,14 @@ class ArchiveWatcher(threading.Thread):
             time.sleep(0.005)
 
 
-def test_100_downloads_under_random_disconnects(tmp_path: Path, password: str) -> None:
+# every file received in memory (the default for files this small), or every file through a part file
+RECEIVE_PATHS = pytest.mark.parametrize("in_memory_max", [sftp.IN_MEMORY_MAX, 0], ids=["memory", "part_file"])
+
+
+@RECEIVE_PATHS
+def test_100_downloads_under_random_disconnects(tmp_path: Path, password: str, in_memory_max: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sftp, "IN_MEMORY_MAX", in_memory_max)
     rng = random.Random(20261105)
     tree, content = random_tree(tmp_path / "remote", rng, 100)
     paths = sorted(content)
@@ -101,7 +111,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 from alirecon.fetch import fetch_account
+from alirecon.sources import sftp
 from alirecon.warehouse import Workspace
+sftp.IN_MEMORY_MAX = int(sys.argv[4])
 with Workspace.open(Path(sys.argv[1])) as ws:
     print("fetching", flush=True)
     summary = fetch_account(ws, sys.argv[2], now=datetime.fromisoformat(sys.argv[3]))
@@ -109,8 +121,10 @@ print("finished", summary.new, flush=True)
 """
 
 
-def test_a_fetch_killed_at_random_points_completes_on_rerun(tmp_path: Path, password: str,
-                                                           small_world: World) -> None:
+@RECEIVE_PATHS
+def test_a_fetch_killed_at_random_points_completes_on_rerun(tmp_path: Path, password: str, small_world: World,
+                                                           in_memory_max: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sftp, "IN_MEMORY_MAX", in_memory_max)
     rng = random.Random(7)
     tree, content = random_tree(tmp_path / "remote", rng, 20)
     files = list(tree.files.values())
@@ -131,8 +145,8 @@ def test_a_fetch_killed_at_random_points_completes_on_rerun(tmp_path: Path, pass
         trust(root, s)
         kills = 0
         for _ in range(2):
-            proc = subprocess.Popen([sys.executable, str(script), str(root), ANTOM, NOW.isoformat()],
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            command = [sys.executable, str(script), str(root), ANTOM, NOW.isoformat(), str(in_memory_max)]
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             assert proc.stdout is not None and proc.stdout.readline() == b"fetching\n"  # imports done
             time.sleep(rng.uniform(0.1, 1.2))  # a full fetch takes ~3 s here: killed somewhere in it
             if proc.poll() is None:

@@ -420,6 +420,52 @@ def _sandbox_gateway(root: Path, clock: Any, app_id: str | None, pid: str | None
                "alipay_public_key": gateway.alipay_public_key_pem, "bills": str(bills.resolve())}
 
 
+SANDBOX_PAY_KEY = "pay-client-key.pem"  # the barcode payment client's private key, in the world folder
+SANDBOX_PAY_TOML = "pay.toml"  # the [pay] section a user pastes into alirecon.toml
+
+
+@contextmanager
+def _sandbox_pay(root: Path, clock: Any, tree: Any) -> Iterator[dict[str, str]]:
+    """Start the barcode payment gateway on loopback with one client (the world's barcode merchant, a fresh RSA
+    key in ``<root>/pay-client-key.pem``, mode 0600), write ``<root>/pay.toml`` and, while it runs, publish what
+    the gateway keeps as the next day's B1 files on ``tree`` (``world_barcode.NextDayPublisher``). What is
+    returned (and printed) holds no private key."""
+    from .sandbox.pay_gateway import PayGateway
+    from .sandbox.world_barcode import BarcodeMerchant, NextDayPublisher, pay_toml
+
+    with PayGateway(clock) as gateway:
+        merchant = BarcodeMerchant(gateway, root)
+        key_file = merchant.write_key(root / SANDBOX_PAY_KEY).resolve()
+        # a person's `alirecon pay` waits real seconds: the profile's and the flow's own defaults, not the demo's
+        config = merchant.pay_config(key_file, timeout=None, flow=None)
+        toml_file = root / SANDBOX_PAY_TOML
+        toml_file.write_text(pay_toml(config), encoding="utf-8")
+        profile = config.profile()
+        with NextDayPublisher(gateway, profile.merchant_id, tree, root, clock):
+            yield {"endpoint": str(profile.endpoint), "client_id": profile.client_id,
+                   "merchant_id": profile.merchant_id, "private_key_file": str(key_file),
+                   "alipay_public_key": gateway.alipay_public_key_pem, "config": str(toml_file.resolve())}
+
+
+def _print_serve(details: dict[str, Any], as_json: bool) -> None:
+    """What ``sandbox serve`` tells its user: where each server is and where its secrets are, never a secret."""
+    if as_json:
+        sys.stdout.write(json.dumps(details) + "\n")
+        return
+    alipay, pay = details["alipay"], details["pay"]
+    for key in ("host", "port", "user", "password_from", "fingerprint", "simulated_now", "speed", "world"):
+        console.print(f"{key:>14}: {details[key]}", highlight=False)
+    console.print(f"    known_hosts: {details['known_hosts']}", highlight=False, soft_wrap=True)
+    for key in ("gateway", "app_id", "pid", "private_key_file"):
+        console.print(f"{'alipay ' + key:>14}: {alipay[key]}", highlight=False)
+    console.print(f"alipay public key:\n{alipay['alipay_public_key']}", highlight=False, soft_wrap=True)
+    for key in ("endpoint", "client_id", "merchant_id", "private_key_file", "config"):
+        console.print(f"{'pay ' + key:>14}: {pay[key]}", highlight=False, soft_wrap=True)
+    console.print(f"pay alipay public key:\n{pay['alipay_public_key']}", highlight=False, soft_wrap=True)
+    console.print(f"sftp -P {details['port']} -o UserKnownHostsFile=<file with the line above> "
+                  f"{details['user']}@{details['host']}   (Ctrl-C stops)", highlight=False, soft_wrap=True)
+
+
 @sandbox_app.command("serve")
 @guarded
 def sandbox_serve(
@@ -447,7 +493,9 @@ def sandbox_serve(
     as_json: JsonOpt = False,
 ) -> None:
     """Serve a synthetic provider world over SFTP on loopback, on simulated time, until Ctrl-C; beside it the
-    Alipay China open-platform gateway (the same clock), serving the bill zips under <world>/alipay_cn."""
+    Alipay China open-platform gateway (the same clock), serving the bill zips under <world>/alipay_cn, and the
+    barcode payment gateway, whose kept payments become the next day's B1 files on the SFTP server (its client
+    profile, ready to paste into alirecon.toml: <world>/pay.toml)."""
     import secrets
     import signal
     import time
@@ -479,30 +527,23 @@ def sandbox_serve(
                 out.write(password + "\n")
         keys = [line for p in authorized_key or [] for line in p.read_text(encoding="utf-8").splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
-        server = sftp.SandboxServer(sftp.ProviderTree.from_world_dir(root), clock, users={user: password},
+        tree = sftp.ProviderTree.from_world_dir(root)
+        server = sftp.SandboxServer(tree, clock, users={user: password},
                                     authorized_keys={user: keys} if keys else None,
                                     host_key=sftp.load_host_key(host_key) if host_key else None)
         stack.enter_context(sftp.ServerThread(server, port=port))
         gateway = stack.enter_context(_sandbox_gateway(root, clock, alipay_app_id, alipay_pid))
+        pay = stack.enter_context(_sandbox_pay(root, clock, tree))
         details = sftp.connection_details(server, user) | {
             "world": str(root.resolve()),
             "password_from": f"${password_env}" if password_file is None else str(password_file.resolve()),
-            "alipay": gateway}
-        if as_json:
-            sys.stdout.write(json.dumps(details) + "\n")
-        else:
-            for key in ("host", "port", "user", "password_from", "fingerprint", "simulated_now", "speed", "world"):
-                console.print(f"{key:>14}: {details[key]}", highlight=False)
-            console.print(f"    known_hosts: {details['known_hosts']}", highlight=False, soft_wrap=True)
-            for key in ("gateway", "app_id", "pid", "private_key_file"):
-                console.print(f"{'alipay ' + key:>14}: {gateway[key]}", highlight=False)
-            console.print(f"alipay public key:\n{gateway['alipay_public_key']}", highlight=False, soft_wrap=True)
-            console.print(f"sftp -P {server.port} -o UserKnownHostsFile=<file with the line above> "
-                          f"{user}@{server.host}   (Ctrl-C stops)", highlight=False, soft_wrap=True)
-        sys.stdout.flush()
-        previous = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM (supervisors, tests) stops cleanly too
+            "alipay": gateway, "pay": pay}
+        # Ctrl-C or SIGTERM (supervisors, tests) stops cleanly from here on, even while the details are printed
+        previous = signal.signal(signal.SIGTERM, interrupt)
         try:
             with suppress(KeyboardInterrupt):
+                _print_serve(details, as_json)
+                sys.stdout.flush()
                 while True:
                     time.sleep(3600)
         finally:

@@ -30,7 +30,10 @@ Facts the generator rests on [inferred, each a constant here or a setting on the
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
+import threading
 import time as time_mod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +42,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -53,8 +57,10 @@ from .model import Account, pct
 from .pay_gateway import GatewayPayment, PayFaults, PayGateway
 from .sftp_server import ProviderTree, RemoteFile
 
-__all__ = ["BARCODE_MERCHANT", "PLAN", "BarcodeDay", "BarcodeMerchant", "PlannedPayment", "expected_findings",
-           "plan_payments", "render_files", "settlement_day"]
+__all__ = ["BARCODE_MERCHANT", "PLAN", "BarcodeDay", "BarcodeMerchant", "NextDayPublisher", "PlannedPayment",
+           "expected_findings", "pay_toml", "plan_payments", "render_files", "settlement_day"]
+
+log = logging.getLogger("alirecon.sandbox")
 
 BARCODE_MERCHANT = Account("barcode", "2188120000006240", "MERCHANT", "USD", ("USD",))
 CLIENT_ID = "2188400000006240"  # head.clientId, issued by Alipay (barcode.md 10.1)
@@ -271,11 +277,26 @@ class BarcodeMerchant:
     def ledger_path(self) -> Path:
         return self.workspace / LEDGER_NAME
 
-    def pay_config(self) -> PayConfig:
+    def pay_config(self, key_file: Path = Path(KEY_FILE), *, timeout: float | None = CLIENT_TIMEOUT,
+                   flow: PayFlowConfig | None = FLOW) -> PayConfig:
+        """The sandbox profile of this client. The demo's defaults (a short timeout, simulated intervals) suit
+        its own run; ``timeout=None`` / ``flow=None`` keep the profile's and the flow's defaults (a person's
+        ``alirecon pay`` waits real seconds)."""
+        timing = {} if timeout is None else {"timeout": timeout}
         profile = PayProfile(environment="sandbox", endpoint=self.gateway.endpoint, client_id=self.client_id,
-                             merchant_id=self.account.account_id, private_key_file=Path(KEY_FILE),
-                             alipay_public_key=self.gateway.alipay_public_key_pem, timeout=CLIENT_TIMEOUT)
-        return PayConfig(active="sandbox", sandbox=profile, flow=FLOW)
+                             merchant_id=self.account.account_id, private_key_file=key_file,
+                             alipay_public_key=self.gateway.alipay_public_key_pem, **timing)
+        return PayConfig(active="sandbox", sandbox=profile, flow=flow or PayFlowConfig())
+
+    def write_key(self, path: Path) -> Path:
+        """The client's private key into ``path`` (replaced), created with mode 0600 so no other user ever reads
+        it: the key leaves the process only through this file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            out.write(self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        return path
 
     def ledger_config(self) -> LedgerConfig:
         return journal_ledger_config(self.ledger_path, name="barcode-pay-journal")
@@ -295,11 +316,7 @@ class BarcodeMerchant:
         """Pay ``plan_payments(day, seed)`` through the flow, each with its faults, then ``ORDINARY`` payments
         without faults on each later day through ``until``; write the journal ledger; publish each day's files
         (world folder + ``publish.json`` + ``tree``, the morning after); add the truth to truth.json."""
-        key_file = self.workspace / KEY_FILE
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_bytes(self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
-        key_file.chmod(0o600)
+        self.write_key(self.workspace / KEY_FILE)
         config = self.pay_config()
         days = [day + timedelta(days=n) for n in range(((until or day) - day).days + 1)]
         planned = [*plan_payments(day, seed), *(p for d in days[1:] for p in plan_payments(d, seed, ORDINARY))]
@@ -334,13 +351,21 @@ class BarcodeMerchant:
         return result
 
 
+def _add_to_publish(world_root: Path, files: dict[str, datetime]) -> None:
+    """Files into the world's ``publish.json`` (replaced atomically), so a later ``sandbox serve`` of the same
+    folder serves them again."""
+    publish_file = world_root / "publish.json"
+    publish = json.loads(publish_file.read_text(encoding="utf-8"))
+    publish.update({rel: at.isoformat() for rel, at in files.items()})
+    scratch = publish_file.with_name(publish_file.name + ".tmp")
+    scratch.write_text(json.dumps(dict(sorted(publish.items())), indent=1) + "\n", encoding="utf-8")
+    scratch.replace(publish_file)
+
+
 def _record(world_root: Path, day: BarcodeDay) -> None:
     """The day into the world's files: its B1 files in ``publish.json``, its findings and faults in ``truth.json``
     (sorted as ``world.build_world`` sorts them)."""
-    publish_file = world_root / "publish.json"
-    publish = json.loads(publish_file.read_text(encoding="utf-8"))
-    publish.update({rel: at.isoformat() for rel, at in day.files.items()})
-    publish_file.write_text(json.dumps(dict(sorted(publish.items())), indent=1) + "\n", encoding="utf-8")
+    _add_to_publish(world_root, day.files)
     truth_file = world_root / "truth.json"
     truth = json.loads(truth_file.read_text(encoding="utf-8"))
     truth["exceptions"] = sorted([*truth["exceptions"], *day.exceptions], key=lambda e: (
@@ -350,3 +375,101 @@ def _record(world_root: Path, day: BarcodeDay) -> None:
     truth["injections"].extend(f"barcode: {p.merchant_trans_id} {PLAN[p.fault][1]} -> "
                                f"{day.records[p.merchant_trans_id].state}" for p in day.planned if p.fault != "none")
     truth_file.write_text(json.dumps(truth, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def pay_toml(config: PayConfig) -> str:
+    """``config`` as the ``[pay]`` section of an ``alirecon.toml``, ready to paste: only what differs from the
+    defaults, plus ``active`` (the one switch, barcode.md 10.7), so the reader sees which profile is in use."""
+    data = {"active": config.active, **config.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
+    return tomli_w.dumps({"pay": data}, multiline_strings=True)
+
+
+def _file_day(rel: str) -> date:
+    """The date folder of a B1 path ``download/<merchantId>/<yyyyMMdd>/<name>`` (``render_files``)."""
+    return datetime.strptime(rel.split("/")[2], "%Y%m%d").date()
+
+
+class NextDayPublisher:
+    """What a running gateway keeps becomes the next day's B1 files on the running SFTP server.
+
+    Why: issue 5 item 5, "payments it accepts flow into the synthetic world's settlement and transaction files
+    of the following day". Each ``publish_due`` (a background thread calls it every ``poll`` real seconds while
+    entered) looks at the UTC+8 days that have ended on the simulated clock: for each such day with payments the
+    gateway kept for ``merchant_id``, ``render_files`` makes the transaction detail of that day and the
+    settlement files of its settlement day (``settlement_day``: a weekend's payments settle together, so those
+    are made once the settlement day itself has ended), published at their scheduled time (09:00 UTC+8 the
+    next morning, ``PUBLISH_TIME``) with ``ProviderTree.add``, written under ``<world>/provider`` and recorded in
+    ``<world>/publish.json`` (so the next ``sandbox serve`` of the folder serves them again).
+
+    What the world already has stays as it is: payments are rendered only for days after the last day of B1
+    files the tree already holds for this merchant (a demo world's files) and from the day the publisher
+    starts, and no path already in the tree is added again. So a payment of a day the world already has files
+    for is in no file, and a weekend payment whose settlement files the world already published is in no
+    settlement file (the transaction detail of its day still lists it when that day is new).
+    """
+
+    def __init__(self, gateway: PayGateway, merchant_id: str, tree: ProviderTree, world_root: Path,
+                 clock: SimClock, *, poll: float = 0.1) -> None:
+        self.gateway, self.merchant_id, self.tree, self.world_root = gateway, merchant_id, tree, world_root
+        self.clock, self.poll = clock, poll
+        prefix = f"/download/{merchant_id}/"
+        world_days = [_file_day(p[1:]) for p in tree.files if p.startswith(prefix)]
+        self.first_day = self._today()
+        if world_days:
+            self.first_day = max(self.first_day, max(world_days) + timedelta(days=1))
+        self.published: dict[str, datetime] = {}  # world-relative path -> publication time
+        self._lock = threading.Lock()
+        self._seen: tuple[date, tuple[str, ...]] | None = None  # the last (ended day, kept payments) looked at
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _today(self) -> date:
+        return self.clock.now().astimezone(UTC8).date()
+
+    def publish_due(self) -> list[str]:
+        """Publish the files of every ended day not yet published; return their world-relative paths."""
+        with self._lock:
+            ended = self._today() - timedelta(days=1)
+            kept = [p for p in self.gateway.accepted_payments() if p.merchant_id == self.merchant_id]
+            seen = (ended, tuple(p.merchant_trans_id for p in kept))
+            days = sorted({d for p in kept if self.first_day <= (d := p.created_at.astimezone(UTC8).date()) <= ended})
+            if not days or seen == self._seen:
+                return []
+            added: dict[str, tuple[Path, datetime, int]] = {}
+            for rel, (data, publish_at) in render_files(self.merchant_id, kept, days).items():
+                if _file_day(rel) > ended or "/" + rel in self.tree.files:
+                    continue  # a settlement day not over yet (its batch may grow), or a file the tree has
+                local = self.world_root / "provider" / rel
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(data)
+                added[rel] = (local, publish_at, len(data))
+            # the world's record first, then the server: a failure before the end is simply tried again
+            if added:
+                _add_to_publish(self.world_root, {rel: at for rel, (_, at, _) in added.items()})
+            for rel, (local, publish_at, size) in added.items():
+                self.tree.add(RemoteFile("/" + rel, local, publish_at, size))
+                self.published[rel] = publish_at
+            self._seen = seen
+            if added:
+                log.info("barcode: %d B1 file(s) of %s published for %s", len(added), self.merchant_id,
+                         ", ".join(sorted({f"{_file_day(r):%Y-%m-%d}" for r in added})))
+            return sorted(added)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                self.publish_due()
+            except Exception:  # a bad day must not stop the servers or the later days
+                log.exception("barcode: publishing the next day's files failed")
+
+    def __enter__(self) -> NextDayPublisher:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="alirecon-sandbox-barcode-publisher", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None

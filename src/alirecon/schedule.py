@@ -20,7 +20,7 @@ The rules (every inferred one is a ``config.ScheduleConfig`` setting naming its 
   ready before 09:00 the next day" (alipay-cn.md 2.3), so due T+1 at ``openapi.daily_ready_time``; only the
   bill types the account fetches. With ``openapi.monthly``, the monthly bills of month M too, due on
   ``openapi.monthly_ready_day`` of M+1 at ``daily_ready_time`` (2.3: "normally generated on the 3rd", 1.1: by the
-  4th) and expected in a window that overlaps M or holds that due day.
+  4th), expected in a window that overlaps M: the months the fetch asks for (fetch.openapi_periods).
 - Barcode B1 transaction detail of T (``ALIPAY_TRANSACTION_DETAIL_<cur>_<T>.csv``, barcode.md 3: "schedule
   daily"), directory dated T [inferred from the name], due T+1 at ``schedule.barcode_publish_time`` [inferred
   from family A: 09:00-10:00 on T+1, barcode.md 2.1]. Opt-in (``[accounts.schedule] reports``): which file family
@@ -242,7 +242,7 @@ def expected_reports(account: AccountConfig, config: ScheduleConfig, since: date
     openapi = account.openapi if family == "alipay_cn" else None
     if openapi is not None and openapi.monthly:
         monthly = [r for r in rules.reports if r in CYCLE_REPORTS["alipay_cn"]]
-        for first in monthly_bills_in(since, until, openapi.monthly_ready_day):
+        for first in monthly_bills_in(since, until):
             days = tuple(first + timedelta(days=n) for n in range((_next_month(first) - first).days))
             due = datetime.combine(_next_month(first).replace(day=openapi.monthly_ready_day),
                                    openapi.daily_ready_time, UTC8).astimezone(UTC)
@@ -256,13 +256,11 @@ def _next_month(first: date) -> date:
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
-def monthly_bills_in(since: date, until: date, ready_day: int) -> list[date]:
-    """First days of the months whose monthly bill belongs to the window ``since``..``until``: months that overlap
-    it, and the month whose bill is due (``ready_day`` of the next month) inside it."""
-    months = {date(since.year, since.month, 1)}
-    while (nxt := _next_month(max(months))) <= until:
-        months.add(nxt)
-    before = date(since.year, since.month, 1) - timedelta(days=1)
-    if since <= _next_month(before.replace(day=1)).replace(day=ready_day) <= until:
-        months.add(before.replace(day=1))
-    return sorted(months)
+def monthly_bills_in(since: date, until: date) -> list[date]:
+    """First days of the months whose monthly bill belongs to the window ``since``..``until``: the months that
+    overlap it, as the fetch asks for them (a window that no longer touches a month neither fetches nor expects
+    its bill: widen it with --since)."""
+    months = [date(since.year, since.month, 1)]
+    while (nxt := _next_month(months[-1])) <= until:
+        months.append(nxt)
+    return months

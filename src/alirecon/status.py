@@ -403,8 +403,7 @@ def workspace_status(ws: Workspace, *, now: datetime | None = None, since: date 
 def _in_window(rules: AccountSchedule, s: Sighting, since: date, until: date) -> bool:
     assert s.report is not None and s.day is not None
     if s.period == "monthly":
-        openapi = rules.account.openapi
-        return s.day in monthly_bills_in(since, until, openapi.monthly_ready_day if openapi else 4)
+        return s.day in monthly_bills_in(since, until)
     if s.report in CYCLE_REPORTS.get(rules.account.family, ()):
         return since <= s.day <= until
     return rules.settlement_date(since) <= s.day <= rules.settlement_date(until)

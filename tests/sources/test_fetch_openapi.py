@@ -300,15 +300,16 @@ def test_status_tells_bills_arrived_empty_days_and_missing_ones(setup: Setup) ->
 
 def test_status_lists_monthly_bills_due_on_their_ready_day(setup: Setup) -> None:
     """With ``monthly = true``, status expects the month's four reports, due on ``monthly_ready_day`` of the next
-    month: October's bill (due 11-04 09:00) is late at 11-05 10:00 until fetched; November's is pending."""
+    month: October's bill (due 11-04 09:00) is late at 11-05 10:00 until fetched; November's is pending. A window
+    that does not touch October neither fetches nor expects its bill."""
     from alirecon.status import workspace_status
 
     for bill_type in ("trade", "signcustomer"):
         setup.store.put(PID, bill_type, "2026-10", bill_zip(bill_type, "2026-10"))
     setup.ws.config.accounts.append(setup.account(monthly=True))
 
-    def monthly() -> dict[tuple[str, str], str]:
-        report = workspace_status(setup.ws, now=NOW, since=date(2026, 11, 2), until=date(2026, 11, 4))
+    def monthly(since: date = date(2026, 10, 31)) -> dict[tuple[str, str], str]:
+        report = workspace_status(setup.ws, now=NOW, since=since, until=date(2026, 11, 4))
         assert {r["period"] for r in report.to_dict()["reports"]} == {"daily", "monthly"}
         return {(r.expected.label, r.expected.report): r.state for r in report.rows
                 if r.expected.period == "monthly"}
@@ -320,3 +321,4 @@ def test_status_lists_monthly_bills_due_on_their_ready_day(setup: Setup) -> None
     assert {"trade/2026-10", "signcustomer/2026-10"} <= {f.path for f in summary.files if f.status == "new"}
     assert monthly() == {**{("2026-10 (month)", r): "arrived" for r in reports},
                          **{("2026-11 (month)", r): "pending" for r in reports}}
+    assert monthly(since=date(2026, 11, 1)) == {("2026-11 (month)", r): "pending" for r in reports}

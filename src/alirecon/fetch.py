@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from . import errors, pipeline
 from .archive import PutResult
@@ -363,24 +363,26 @@ async def _fetch_sftp(ws: Workspace, acc: AccountConfig, source: SftpSource, dat
             recorder.flush()
 
 
-class _Recorder:
-    """Completes manifest rows in batches (``Workspace.remote_fetched_many``): one transaction per batch instead of
-    several statements per file, which bound the rate of a fetch of many small files (bench/sftp_bench.py).
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
-    A row is recorded after its bytes are archived, so a crash before a batch is written loses no byte: the
-    row stays open, the next run fetches the file again and the archive already has it.
-    """
 
-    def __init__(self, ws: Workspace, now: datetime, batch: int = 256, delay: float = 0.2) -> None:
-        self.ws, self.now, self.batch, self.delay = ws, now, batch, delay
-        self.pending: list[tuple[Fetched, asyncio.Future[tuple[str, RemoteFile]]]] = []
+class _Batcher(Generic[_Item, _Result]):
+    """Items gathered into batches, each item's result delivered through its own future. A batch runs when
+    ``batch`` items wait, ``delay`` seconds after the first one, or on ``flush``; ``added`` is told of every item
+    (the fetch flushes early once every running file waits on a batch). A failure of the whole batch fails each
+    item's future; an item whose future is already done (cancelled) is skipped."""
+
+    def __init__(self, batch: int, delay: float) -> None:
+        self.batch, self.delay = batch, delay
+        self.pending: list[tuple[_Item, asyncio.Future[_Result]]] = []
         self.timer: asyncio.TimerHandle | None = None
-        self.added: Callable[[], None] = lambda: None  # told of every row added (may flush early)
+        self.added: Callable[[], None] = lambda: None
 
-    def record(self, fetched: Fetched) -> asyncio.Future[tuple[str, RemoteFile]]:
+    def submit(self, item: _Item) -> asyncio.Future[_Result]:
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[str, RemoteFile]] = loop.create_future()
-        self.pending.append((fetched, done))
+        done: asyncio.Future[_Result] = loop.create_future()
+        self.pending.append((item, done))
         if len(self.pending) >= self.batch:
             self.flush()
         elif self.timer is None:
@@ -393,18 +395,43 @@ class _Recorder:
             self.timer.cancel()
             self.timer = None
         batch, self.pending = self.pending, []
-        if not batch:
-            return
+        if batch:
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[_Item, asyncio.Future[_Result]]]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _deliver(batch: list[tuple[_Item, asyncio.Future[_Result]]],
+                 results: Sequence[_Result | BaseException]) -> None:
+        for (_, done), result in zip(batch, results, strict=True):
+            if done.done():
+                continue
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+
+class _Recorder(_Batcher[Fetched, tuple[str, RemoteFile]]):
+    """Completes manifest rows in batches (``Workspace.remote_fetched_many``): one transaction per batch instead of
+    several statements per file, which bound the rate of a fetch of many small files (bench/sftp_bench.py).
+
+    A row is recorded after its bytes are archived, so a crash before a batch is written loses no byte: the
+    row stays open, the next run fetches the file again and the archive already has it.
+    """
+
+    def __init__(self, ws: Workspace, now: datetime, batch: int = 256, delay: float = 0.2) -> None:
+        super().__init__(batch, delay)
+        self.ws, self.now = ws, now
+
+    def _run(self, batch: list[tuple[Fetched, asyncio.Future[tuple[str, RemoteFile]]]]) -> None:
+        results: Sequence[tuple[str, RemoteFile] | BaseException]
         try:
             results = self.ws.remote_fetched_many([f for f, _ in batch], self.now)
         except Exception as exc:
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-            return
-        for (_, done), result in zip(batch, results, strict=True):
-            if not done.done():
-                done.set_result(result)
+            results = [exc] * len(batch)
+        self._deliver(batch, results)
 
 
 def _check_and_archive(ws: Workspace, name: str, got: Downloaded, part: Path) -> tuple[errors.FormatError | None,
@@ -421,7 +448,7 @@ def _check_and_archive(ws: Workspace, name: str, got: Downloaded, part: Path) ->
 _Archived = tuple[errors.FormatError | None, PutResult]
 
 
-class _Archiver:
+class _Archiver(_Batcher[tuple[str, Downloaded, Path], _Archived]):
     """Archives the downloads received in memory (small files) in groups, on a worker thread: one group
     commit (``Archive.put_many``: all fsyncs at once) per batch instead of two fsyncs in a row per file, which
     bound the rate of a fetch of many small files (bench/sftp_bench.py). Then the structure check, on the
@@ -430,44 +457,17 @@ class _Archiver:
     """
 
     def __init__(self, ws: Workspace, batch: int = 64, delay: float = 0.01) -> None:
-        self.ws, self.batch, self.delay = ws, batch, delay
-        self.pending: list[tuple[str, Downloaded, Path, asyncio.Future[_Archived]]] = []
-        self.timer: asyncio.TimerHandle | None = None
-        self.added: Callable[[], None] = lambda: None  # told of every file added (may flush early)
+        super().__init__(batch, delay)
+        self.ws = ws
 
-    def archive(self, name: str, got: Downloaded, part: Path) -> asyncio.Future[_Archived]:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[_Archived] = loop.create_future()
-        self.pending.append((name, got, part, done))
-        if len(self.pending) >= self.batch:
-            self.flush()
-        elif self.timer is None:
-            self.timer = loop.call_later(self.delay, self.flush)
-        self.added()
-        return done
-
-    def flush(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        stored = asyncio.get_running_loop().run_in_executor(None, self._store, [(n, g, p) for n, g, p, _ in batch])
+    def _run(self, batch: list[tuple[tuple[str, Downloaded, Path], asyncio.Future[_Archived]]]) -> None:
+        stored = asyncio.get_running_loop().run_in_executor(None, self._store, [item for item, _ in batch])
 
         def settle(stored: asyncio.Future[list[_Archived | Exception]]) -> None:
-            results: list[_Archived | Exception]
-            if (failure := stored.exception()) is not None:
-                results = [failure if isinstance(failure, Exception) else RuntimeError(failure)] * len(batch)
-            else:
-                results = stored.result()
-            for (_, _, _, done), result in zip(batch, results, strict=True):
-                if done.done():
-                    continue
-                if isinstance(result, Exception):
-                    done.set_exception(result)
-                else:
-                    done.set_result(result)
+            failure = stored.exception()
+            if failure is not None and not isinstance(failure, Exception):
+                failure = RuntimeError(failure)
+            self._deliver(batch, [failure] * len(batch) if failure is not None else stored.result())
 
         stored.add_done_callback(settle)
 
@@ -493,7 +493,7 @@ async def _settle(ws: Workspace, entry: RemoteEntry, file_id: int, got: Download
     base = FileFetch(entry.path, entry.name, "failed", got.size, attempts=got.attempts, resumed_from=got.resumed_from)
     try:
         if got.data is not None:
-            problem, put = await archiver.archive(entry.name, got, part)
+            problem, put = await archiver.submit((entry.name, got, part))
         else:  # one trip to a worker thread for both (a trip costs about as much as a small file's own work)
             problem, put = await asyncio.to_thread(_check_and_archive, ws, entry.name, got, part)
     except Exception as exc:
@@ -504,7 +504,7 @@ async def _settle(ws: Workspace, entry: RemoteEntry, file_id: int, got: Download
         ws.remote_failed(file_id, str(problem), now, sha256=put.sha256)
         return replace(base, status="incomplete", sha256=put.sha256, error=str(problem), code=problem.code)
     try:
-        status, row = await recorder.record(Fetched(file_id, put.sha256, got.size, got.mtime))
+        status, row = await recorder.submit(Fetched(file_id, put.sha256, got.size, got.mtime))
     except Exception as exc:
         return replace(base, error=f"{type(exc).__name__}: {exc}"[:500], code="manifest")
     return replace(base, status=status, sha256=put.sha256, version=row.version)

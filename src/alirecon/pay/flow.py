@@ -230,9 +230,7 @@ class RefundRecord:
 
 
 _REFUND_COLUMNS = tuple(f.name for f in fields(RefundRecord))
-_RECORD_COLUMNS = ("merchant_id", "merchant_trans_id", "amount", "currency", "order_title", "state", "acquirement_id",
-                   "queries", "not_exist", "cancels", "query_deadline", "last_code", "reason", "created_at",
-                   "updated_at")
+_RECORD_COLUMNS = tuple(f.name for f in fields(PaymentRecord))
 
 
 def _when(text: str | None) -> datetime | None:
@@ -289,8 +287,7 @@ class PayJournal:
         rows = self._con.execute("SELECT id, merchant_trans_id, function, phase, attempt, status, code, message, "
                                  "state, at FROM steps WHERE merchant_id = ? AND merchant_trans_id = ? ORDER BY id",
                                  (merchant_id, merchant_trans_id)).fetchall()
-        return [JournalStep(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], datetime.fromisoformat(r[9]))
-                for r in rows]
+        return _journal_steps(rows)
 
     def pending_identity_code(self, record: PaymentRecord) -> str | None:
         """The buyer's code of a payment whose pay was never sent (erased once it is)."""
@@ -338,9 +335,7 @@ class PayJournal:
             con.execute(f"UPDATE payments SET {assignments} WHERE merchant_id = ? AND merchant_trans_id = ?",
                         (*changes.values(), record.merchant_id, record.merchant_trans_id))
             self._step(con, record.merchant_id, record.merchant_trans_id, function, phase, attempt,
-                       result.status if result else None, result.code if result else None,
-                       message if message is not None else (result.message if result else None), state,
-                       changes["updated_at"])
+                       *_outcome(result, message), state, changes["updated_at"])
         updated = self.get(record.merchant_id, record.merchant_trans_id)
         assert updated is not None
         return updated
@@ -374,8 +369,7 @@ class PayJournal:
                                  "state, at FROM refund_steps WHERE merchant_id = ? AND acquirement_id = ? AND "
                                  "merchant_refund_id = ? ORDER BY id",
                                  (merchant_id, acquirement_id, merchant_refund_id)).fetchall()
-        return [JournalStep(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], datetime.fromisoformat(r[9]))
-                for r in rows]
+        return _journal_steps(rows)
 
     def open_refund(self, merchant_id: str, acquirement_id: str, merchant_refund_id: str, amount: int, currency: str,
                     refund_reason: str | None, now: datetime) -> RefundRecord:
@@ -427,9 +421,7 @@ class PayJournal:
         with self._tx() as con:
             con.execute(f"UPDATE refunds SET {assignments} WHERE merchant_id = ? AND acquirement_id = ? AND "
                         "merchant_refund_id = ?", (*changes.values(), *key))
-            self._refund_step(con, *key, phase, attempt, result.status if result else None,
-                              result.code if result else None,
-                              message if message is not None else (result.message if result else None),
+            self._refund_step(con, *key, phase, attempt, *_outcome(result, message),
                               changes.get("state", record.state), changes["updated_at"])
         updated = self.get_refund(*key)
         assert updated is not None
@@ -449,6 +441,18 @@ class PayJournal:
         con.execute("INSERT INTO steps (merchant_id, merchant_trans_id, function, phase, attempt, status, code, "
                     "message, state, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (merchant_id, trans_id, function, phase, attempt, status, code, message, state, at))
+
+
+def _outcome(result: PayResult | None, message: str | None) -> tuple[str | None, str | None, str | None]:
+    """A step's status, code and message: the call's, with ``message`` (when given) in place of its own."""
+    if result is None:
+        return None, None, message
+    return result.status, result.code, message if message is not None else result.message
+
+
+def _journal_steps(rows: list[Any]) -> list[JournalStep]:
+    """``JournalStep``s from rows of (id, key, function, phase, attempt, status, code, message, state, at)."""
+    return [JournalStep(*r[:9], datetime.fromisoformat(r[9])) for r in rows]
 
 
 def _refund_record(row: tuple[Any, ...]) -> RefundRecord:

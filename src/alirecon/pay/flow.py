@@ -452,7 +452,8 @@ def _outcome(result: PayResult | None, message: str | None) -> tuple[str | None,
 
 def _journal_steps(rows: list[Any]) -> list[JournalStep]:
     """``JournalStep``s from rows of (id, key, function, phase, attempt, status, code, message, state, at)."""
-    return [JournalStep(*r[:9], datetime.fromisoformat(r[9])) for r in rows]
+    return [JournalStep(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], datetime.fromisoformat(r[9]))
+            for r in rows]
 
 
 def _refund_record(row: tuple[Any, ...]) -> RefundRecord:

@@ -340,15 +340,21 @@ class BarcodeMerchant:
         charged = [g for g in self.gateway.accepted_payments() if g.merchant_id == self.account.account_id]
         result = BarcodeDay(day, planned, records, {g.merchant_trans_id for g in charged})
         for rel, (data, publish_at) in render_files(self.account.account_id, charged, days).items():
-            local = world_root / "provider" / rel
-            local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_bytes(data)
+            written = _write_provider_file(world_root, rel, data, publish_at)
             result.files[rel] = publish_at
             if tree is not None:
-                tree.add(RemoteFile("/" + rel, local, publish_at, len(data)))
+                tree.add(written)
         result.exceptions = expected_findings([(t, r.state, t in result.charged) for t, r in records.items()])
         _record(world_root, result)
         return result
+
+
+def _write_provider_file(world_root: Path, rel: str, data: bytes, publish_at: datetime) -> RemoteFile:
+    """``data`` as the world's ``provider/<rel>``, and the server's entry for it."""
+    local = world_root / "provider" / rel
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    return RemoteFile("/" + rel, local, publish_at, len(data))
 
 
 def _add_to_publish(world_root: Path, files: dict[str, datetime]) -> None:
@@ -435,20 +441,17 @@ class NextDayPublisher:
             days = sorted({d for p in kept if self.first_day <= (d := p.created_at.astimezone(UTC8).date()) <= ended})
             if not days or seen == self._seen:
                 return []
-            added: dict[str, tuple[Path, datetime, int]] = {}
+            added: dict[str, RemoteFile] = {}
             for rel, (data, publish_at) in render_files(self.merchant_id, kept, days).items():
                 if _file_day(rel) > ended or "/" + rel in self.tree.files:
                     continue  # a settlement day not over yet (its batch may grow), or a file the tree has
-                local = self.world_root / "provider" / rel
-                local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(data)
-                added[rel] = (local, publish_at, len(data))
+                added[rel] = _write_provider_file(self.world_root, rel, data, publish_at)
             # the world's record first, then the server: a failure before the end is simply tried again
             if added:
-                _add_to_publish(self.world_root, {rel: at for rel, (_, at, _) in added.items()})
-            for rel, (local, publish_at, size) in added.items():
-                self.tree.add(RemoteFile("/" + rel, local, publish_at, size))
-                self.published[rel] = publish_at
+                _add_to_publish(self.world_root, {rel: f.publish_at for rel, f in added.items()})
+            for rel, remote in added.items():
+                self.tree.add(remote)
+                self.published[rel] = remote.publish_at
             self._seen = seen
             if added:
                 log.info("barcode: %d B1 file(s) of %s published for %s", len(added), self.merchant_id,

@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from alirecon import errors
@@ -327,10 +327,23 @@ def _a_st_row(d: Any, hk: bool) -> dict[str, Any]:
     return row
 
 
+def _starts_as_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return not data[:exc.start].isascii()
+    return not data.isascii()
+
+
 def _round_trip(tmp_path: Path, con: duckdb.DuckDBPyConnection, report: str, rows: list[dict[str, Any]],
                 name: str, *, header: tuple[str, ...] | None = None, encoding: str = "utf-8",
                 **kw: Any) -> ParsedFile:
     data = bc.write_report(report, rows, header=header, encoding=encoding, **kw)
+    if encoding != "utf-8":
+        # GB18030 bytes whose text up to the first non-UTF-8 byte is non-ASCII UTF-8 (a lone '业' is D2 B5, UTF-8
+        # for 'ҵ') are read as UTF-8 (a broken UTF-8 file is not re-read as mojibake): the encoding is
+        # undocumented (barcode.md 8.9), and _decode's rule cannot tell such short texts apart.
+        assume(not _starts_as_utf8(data))
     parsed = parse(tmp_path, data, name, con=con)
     assert parsed.ok, codes(parsed)
     assert parsed.report == report

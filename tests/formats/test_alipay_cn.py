@@ -26,6 +26,15 @@ T = datetime(2026, 9, 3, 10, 56, 48, tzinfo=UTC8)
 TD_HEADER = ",".join(cn.HEADERS[("trade_detail", "v1")])
 
 
+@pytest.fixture(autouse=True, params=["one pass", "halves"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with both decoders: bills from ``_HALVES_FROM`` bytes have their table decoded in two
+    halves (the second in a child process), falling back to the one pass on anything unusual; 0 forces it."""
+    if request.param == "halves":
+        monkeypatch.setattr(cn, "_HALVES_FROM", 0)
+    return str(request.param)
+
+
 def parse(tmp_path: Path, data: bytes, name: str | None = None, con: duckdb.DuckDBPyConnection | None = None,
           options: ParseOptions | None = None) -> ParsedFile:
     path = tmp_path / (name or cn.file_name("trade_detail", ACCT, DAY))
@@ -441,3 +450,71 @@ def test_period_helpers() -> None:
     assert cn.file_name("account_detail", ACCT, date(2026, 9, 3), part=1) == f"{ACCT}_20260903_账务明细_1.csv"
     rows = cn.account_rows([{"收入金额（+元）": 100}, {"支出金额（-元）": -30}], 1000, newest_first=True)
     assert [r["账户余额（元）"] for r in rows] == [1070, 1100]
+
+
+def _big_bill(n: int = 3000) -> bytes:
+    rows = [{"支付宝交易号": f"2026090322001{i:015d}", "商户订单号": f"ORD{i:012d}",
+             "业务类型": "退款" if i % 7 == 6 else "交易", "商品名称": f"商品{i % 13}", "创建时间": T, "完成时间": T,
+             "门店名称": "一号店", "订单金额（元）": -i if i % 7 == 6 else i, "商家实收（元）": -i if i % 7 == 6 else i,
+             "退款批次号/请求号": f"R{i}" if i % 7 == 6 else None, "服务费（元）": -(i // 100)} for i in range(n)]
+    return cn.write_report("trade_detail", rows, account=ACCT, period=DAY, exported_at=EXPORTED)
+
+
+def _both(tmp_path: Path, data: bytes) -> tuple[cn._BillText, cn._BillText | None]:
+    path = tmp_path / "bill.csv"
+    path.write_bytes(data)
+    one = cn._decode_in_one_pass(path, tmp_path / "one.csv", name="bill.csv", max_line_bytes=1 << 20, problems=[])
+    two = cn._decode_in_halves(path, tmp_path / "two.csv", name="bill.csv", max_line_bytes=1 << 20)
+    return one, two
+
+
+def _same(tmp_path: Path, one: cn._BillText, two: cn._BillText | None) -> None:
+    assert two is not None, "the halves decoder fell back on a plain bill"
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert (two.head, two.header_line, two.header_text, two.tail, two.tail_overflow, two.ok) == (
+        one.head, one.header_line, one.header_text, one.tail, one.tail_overflow, one.ok)
+    assert two.body is not None and one.body is not None
+    assert (two.body.size, two.body.newlines, two.body.ends_with_newline) == (
+        one.body.size, one.body.newlines, one.body.ends_with_newline)
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n"])
+def test_halves_decode_exactly_like_one_pass(tmp_path: Path, newline: str) -> None:
+    data = _big_bill()
+    if newline == "\n":
+        data = data.replace(b"\r\n", b"\n")
+    _same(tmp_path, *_both(tmp_path, data))
+
+
+def test_halves_without_a_child_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cn.sys, "executable", "")  # nothing to start: both halves decode here, one after the other
+    _same(tmp_path, *_both(tmp_path, _big_bill()))
+
+
+def test_halves_with_blank_lines_before_the_footers_and_no_newline_at_the_end(tmp_path: Path) -> None:
+    data = _big_bill()
+    end = "#-----------------------------------------业务明细列表结束".encode("gbk")
+    data = data.replace(end, b"\r\n\r\n" + end).rstrip(b"\r\n")
+    _same(tmp_path, *_both(tmp_path, data))
+
+
+@pytest.mark.parametrize("damage", ["hash line in the second half", "bad byte in the second half",
+                                    "bad byte in the first half", "long tail", "no footer"])
+def test_halves_fall_back_to_one_pass_on_anything_unusual(tmp_path: Path, damage: str) -> None:
+    data = _big_bill()
+    lines = data.split(b"\r\n")
+    at = {"first": len(lines) // 4, "second": 3 * len(lines) // 4}
+    if damage == "hash line in the second half":
+        lines.insert(at["second"], b"#note")
+    elif damage.startswith("bad byte"):
+        k = at[damage.split()[-2]]
+        lines[k] = lines[k].replace(b"ORD", b"\x81\x20ORD", 1)
+    elif damage == "long tail":
+        lines[-1:-1] = [b"#" + b"x" * 1000] * 80
+    else:  # cut where the end marker starts
+        lines = [*lines[:next(k for k in range(len(lines) - 1, 0, -1) if not lines[k].startswith(b"#")) + 1], b""]
+    one, two = _both(tmp_path, b"\r\n".join(lines))
+    if damage == "no footer":  # no tail at all is still plain: decoded in halves, the same as one pass
+        _same(tmp_path, one, two)
+    else:
+        assert two is None

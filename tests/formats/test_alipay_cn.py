@@ -464,7 +464,7 @@ def _both(tmp_path: Path, data: bytes) -> tuple[cn._BillText, cn._BillText | Non
     path = tmp_path / "bill.csv"
     path.write_bytes(data)
     one = cn._decode_in_one_pass(path, tmp_path / "one.csv", name="bill.csv", max_line_bytes=1 << 20, problems=[])
-    two = cn._decode_in_halves(path, tmp_path / "two.csv", name="bill.csv", max_line_bytes=1 << 20)
+    two = cn._decode_in_halves(path, len(data), tmp_path / "two.csv", name="bill.csv", max_line_bytes=1 << 20)
     return one, two
 
 

@@ -54,7 +54,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -66,7 +66,7 @@ from .. import errors
 from ..clock import UTC8, Stamp, parse_timestamp
 from ..money import MoneyError, format_major, parse_major
 from . import gbk_range
-from .base import ReportFormat, Variant, _finish, _header_problems, _layout_for, _raw_csv_table, rows_of
+from .base import DeclareFn, ReportFormat, Variant, _finish, _header_problems, _layout_for, _raw_csv_table, rows_of
 from .engine import (
     Column,
     Declared,
@@ -586,21 +586,21 @@ def _decode_to(path: Path, out_path: Path, *, name: str, max_line_bytes: int,
                problems: list[errors.FormatError]) -> _BillText:
     """The UTF-8 copy of the head and table, and the '#' lines: in two halves at once where that is safe and
     worth it, else (and to name the first problem exactly) in one pass."""
-    if os.path.getsize(path) >= _HALVES_FROM:
-        halves = _decode_in_halves(path, out_path, name=name, max_line_bytes=max_line_bytes)
+    size = os.path.getsize(path)
+    if size >= _HALVES_FROM:
+        halves = _decode_in_halves(path, size, out_path, name=name, max_line_bytes=max_line_bytes)
         if halves is not None:
             return halves
     return _decode_in_one_pass(path, out_path, name=name, max_line_bytes=max_line_bytes, problems=problems)
 
 
-def _decode_in_halves(path: Path, out_path: Path, *, name: str, max_line_bytes: int) -> _BillText | None:
+def _decode_in_halves(path: Path, size: int, out_path: Path, *, name: str, max_line_bytes: int) -> _BillText | None:
     """Head lines here, the table in two halves (the second by a child process, ``gbk_range``), then the tail.
 
     The table is taken to end where the file's last run of '#' (and blank) lines starts; both halves check that
     no line inside starts with '#', so the result is the one-pass decoder's. None: anything unusual (the head
     does not end in the first block, a bad byte, an over-long line, a long tail, no child): decode in one pass.
     """
-    size = os.path.getsize(path)
     result = _BillText()
     with open(path, "rb") as f, open(out_path, "wb") as out:
         head = f.read(_CHUNK)
@@ -787,9 +787,6 @@ class _Known(_Scan):
     def join_result(self) -> SourceFile:
         assert self.result is not None
         return self.result
-
-
-DeclareFn = Callable[[ParsedFile, duckdb.DuckDBPyConnection], list[Declared]]
 
 
 @dataclass(frozen=True)

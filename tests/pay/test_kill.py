@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,19 +41,27 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("faults", "expected", "event", "function", "nth"), CASES)
-def test_kill_9_then_resume_never_pays_twice(sandbox: Sandbox, tmp_path: Path, faults: dict[str, int], expected: str,
-                                              event: str, function: str, nth: int) -> None:
+def _killed_child(sandbox: Sandbox, tmp_path: Path, faults: dict[str, int], **spec: Any) -> Path:
+    """Run tests.pay.kill_worker against the gateway with ``faults`` until its SIGKILL at ``spec["kill"]``;
+    returns the journal it left."""
     gateway = sandbox.gateway
     for name, value in faults.items():
         setattr(gateway.faults, name, value)
     journal_path = tmp_path / "pay.sqlite"
-    spec = {"journal": str(journal_path), "endpoint": gateway.endpoint, "key_file": str(sandbox.key_file),
-            "alipay_public_key": gateway.alipay_public_key_pem, "client_id": CLIENT_ID, "merchant_id": MERCHANT_ID,
-            "trans_id": "K-1", "max_queries": 2, "kill": [event, function, nth]}
+    spec |= {"journal": str(journal_path), "endpoint": gateway.endpoint, "key_file": str(sandbox.key_file),
+             "alipay_public_key": gateway.alipay_public_key_pem, "client_id": CLIENT_ID,
+             "merchant_id": MERCHANT_ID, "max_queries": 2}
     child = subprocess.run([sys.executable, "-m", "tests.pay.kill_worker", json.dumps(spec)], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == -9, child.stderr  # killed by SIGKILL, at the chosen point
+    return journal_path
+
+
+@pytest.mark.parametrize(("faults", "expected", "event", "function", "nth"), CASES)
+def test_kill_9_then_resume_never_pays_twice(sandbox: Sandbox, tmp_path: Path, faults: dict[str, int], expected: str,
+                                              event: str, function: str, nth: int) -> None:
+    gateway = sandbox.gateway
+    journal_path = _killed_child(sandbox, tmp_path, faults, trans_id="K-1", kill=[event, function, nth])
     with PayJournal(journal_path) as journal:
         (interrupted,) = journal.unfinished()
         journal_steps = journal.steps(MERCHANT_ID, "K-1")
@@ -84,15 +93,8 @@ REFUND_CASES = [
 def test_kill_9_during_a_refund_then_resume_never_refunds_twice(sandbox: Sandbox, tmp_path: Path,
                                                                  faults: dict[str, int], event: str, nth: int) -> None:
     gateway = sandbox.gateway
-    for name, value in faults.items():
-        setattr(gateway.faults, name, value)
-    journal_path = tmp_path / "pay.sqlite"
-    spec = {"journal": str(journal_path), "endpoint": gateway.endpoint, "key_file": str(sandbox.key_file),
-            "alipay_public_key": gateway.alipay_public_key_pem, "client_id": CLIENT_ID, "merchant_id": MERCHANT_ID,
-            "trans_id": "K-R", "max_queries": 2, "kill": [event, "refund", nth], "refund": ["KR-1", 1500]}
-    child = subprocess.run([sys.executable, "-m", "tests.pay.kill_worker", json.dumps(spec)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=60)
-    assert child.returncode == -9, child.stderr
+    journal_path = _killed_child(sandbox, tmp_path, faults, trans_id="K-R", kill=[event, "refund", nth],
+                                 refund=["KR-1", 1500])
     with PayJournal(journal_path) as journal:
         (interrupted,) = journal.refunds()
         flow = RefundFlow(sandbox.client(), journal, FlowSettings(), sleep=lambda _: None)

@@ -161,9 +161,9 @@ def test_a_workspace_with_map_extras_keeps_its_texts_as_json(tmp_path: Path) -> 
                       "('antom', 'x', 'ab', 'f.csv', 3, NULL)")
     with Workspace.open(root) as w:
         assert dict(rows_of(w, "SELECT column_name, column_type FROM (DESCRIBE report_lines)"))["extras"] == "VARCHAR"
-        got = [extras_dict(e) for (e,) in rows_of(w, "SELECT extras FROM report_lines ORDER BY line_no")]
+        got = [extras_dict(e, None) for (e,) in rows_of(w, "SELECT extras FROM report_lines ORDER BY line_no")]
         assert got == [{"商户": 'a"b', "memo": "x"}, {}]
-        assert rows_of(w, f"SELECT {extra_sql('商户')} FROM report_lines ORDER BY line_no") == [('a"b',), (None,)]
+        assert rows_of(w, f"SELECT {extra_sql('商户', None)} FROM report_lines ORDER BY line_no") == [('a"b',), (None,)]
 
 # ---------------------------------------------------------------------------------------------
 # ingest
@@ -190,6 +190,10 @@ def test_ingest_a_good_file(ws: Workspace, inbox: Path) -> None:
     [file_row] = rows_of(ws, "SELECT first_name, size, status, reason, error_count, row_count, meta FROM files")
     assert file_row[:6] == (path.name, path.stat().st_size, "parsed", None, 0, 3)
     assert json.loads(file_row[6])["batch_id"] == "2018122611021040123"
+    # the texts without a canonical field: an array per line, their header names once on the file
+    [(names,)] = rows_of(ws, "SELECT extras_names FROM files")
+    assert [extras_dict(r["extras"], json.loads(names)) for r in lines] == [
+        {"paymentMethodType": "KAKAOPAY", "pspName": "KaKaoPay", "productCode": "AGREEMENT_PAYMENT"}] * 3
     assert rows_of(ws, "SELECT name, duplicate FROM deliveries") == [(path.name, False)]
     json.dumps(report.to_dict())  # the CLI's --json output
 
@@ -486,6 +490,18 @@ def test_ledger_ingest_and_replacement(ws: Workspace, inbox: Path) -> None:
     assert sorted(r[0] for r in ledger_refs(ws)) == ["P1", "R1", "R2"]
 
 
+def test_ledger_extras_are_an_array_named_by_the_ledger_file(ws: Workspace, inbox: Path) -> None:
+    path = inbox / "orders.csv"
+    path.write_text(LEDGER_HEADER.rstrip("\n") + ",Memo,Till\n"
+                    "R1,PAYMENT,1.00,USD,SUCCESS,,2018-12-25T10:00:00+08:00,first,T1\n"
+                    "R2,PAYMENT,2.00,USD,SUCCESS,,2018-12-25T10:00:00+08:00,,T2\n")
+    assert ws.ingest_ledger(path, LedgerConfig()).status == "new"
+    [(names,)] = rows_of(ws, "SELECT extras_names FROM ledger_files")
+    extras = [e for (e,) in rows_of(ws, f"SELECT extras FROM ({ws.ledger_lines_sql()})")]
+    assert (json.loads(names), extras) == (["Memo", "Till"], ['["first","T1"]', '[null,"T2"]'])
+    assert [extras_dict(e, json.loads(names)) for e in extras] == [{"Memo": "first", "Till": "T1"}, {"Till": "T2"}]
+
+
 def test_ledger_replacement_is_all_or_nothing(ws: Workspace, inbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import alirecon.ledger as ledger_mod
 
@@ -543,10 +559,14 @@ def test_a_manifest_made_before_the_openapi_source_accepts_it_after_reopening(tm
 
 @given(st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s and s != "other"))
 def test_extra_sql_finds_any_header_name(name: str) -> None:
-    """Header names are provider text (quotes, dots, '$', backslashes, CJK): each reads back its own cell."""
+    """Header names are provider text (quotes, dots, '$', backslashes, CJK): each reads back its own cell, from
+    an array (by the file's names) and from an object (lines loaded before extras became arrays)."""
     import duckdb
 
     con = duckdb.connect()
-    [(value,)] = con.execute(f"SELECT {extra_sql(name, 'e')} FROM (SELECT CAST(json_object(?, 'v', 'other', 'w') "
-                             "AS VARCHAR) AS e)", [name]).fetchall()
-    assert value == "v"
+    [(old,)] = con.execute(f"SELECT {extra_sql(name, None, 'e')} FROM (SELECT CAST(json_object(?, 'v', 'other', 'w') "
+                           "AS VARCHAR) AS e)", [name]).fetchall()
+    [(new, missing)] = con.execute(
+        f"SELECT {extra_sql(name, ['other', name], 'e')}, {extra_sql(name, ['other'], 'e')} "
+        "FROM (SELECT CAST(to_json(['w', 'v']) AS VARCHAR) AS e)").fetchall()
+    assert (old, new, missing) == ("v", "v", None)

@@ -84,6 +84,7 @@ class ParsedLedger(errors.WithProblems):
     table: str | None = None
     line_sql: str = "__line"  # SQL giving ``ledger_row`` for each row of ``table``
     columns: frozenset[str] = frozenset()  # LedgerLine fields present in ``table``
+    extras_names: tuple[str, ...] = ()  # the header name of each element of a row's ``extras`` array
     constants: dict[str, str] = field(default_factory=dict)  # fields fixed by the configuration (SQL)
     _owned: list[str] = field(default_factory=list)
     _parsed: ParsedFile | None = None
@@ -263,6 +264,7 @@ def _read_table(path: Path, layout: Layout, config: LedgerConfig, con: duckdb.Du
                           parsed.row_count, list(parsed.problems), con, _parsed=parsed)
     if parsed.body is not None:
         ledger.table, ledger.line_sql, ledger.columns = parsed.body.table, parsed.body.line_sql, parsed.body.columns
+        ledger.extras_names = parsed.body.extras_names
     return ledger
 
 
@@ -324,6 +326,7 @@ def _read_parquet(path: Path, layout: Layout, config: LedgerConfig, con: duckdb.
     con.execute(f"CREATE TEMP TABLE {table} AS {compiled.query(source, ('__line',))} ORDER BY __line")
     ledger._owned.append(table)
     ledger.table, ledger.line_sql, ledger.columns = table, "__line", compiled.outputs
+    ledger.extras_names = compiled.extras_names
     ledger.row_count = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
     ledger.problems.extend(_rule_problems(ledger, compiled, source, options))
     return ledger

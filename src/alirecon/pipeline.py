@@ -22,8 +22,8 @@ from .warehouse import LedgerIngest, Workspace
 
 __all__ = ["CheckRun", "ReconcileRun", "check", "ingest_ledgers", "reconcile"]
 
-FILES_RELATION = ("(SELECT sha256, first_name AS name, family, report, CAST(meta AS VARCHAR) AS meta "
-                  "FROM files WHERE status = 'parsed')")
+FILES_RELATION = ("(SELECT sha256, first_name AS name, family, report, CAST(meta AS VARCHAR) AS meta, "
+                  "extras_names FROM files WHERE status = 'parsed')")
 DECLARED_RELATION = "(SELECT * FROM declared WHERE source_sha256 IN (SELECT sha256 FROM files WHERE status = 'parsed'))"
 
 

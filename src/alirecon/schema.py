@@ -75,7 +75,7 @@ REPORT_LINE = pa.schema(
         pa.field("source_sha256", pa.string(), nullable=False),
         pa.field("source_name", pa.string(), nullable=False),
         pa.field("line_no", pa.int64(), nullable=False),
-        pa.field("extras", pa.string()),  # JSON object: header -> text
+        pa.field("extras", pa.string()),  # JSON array of texts, named by the file's extras_names (engine.extras_dict)
     ],
     metadata={"alirecon": "ReportLine v1"},
 )
@@ -88,7 +88,7 @@ LEDGER_LINE = pa.schema(
         pa.field("source_sha256", pa.string(), nullable=False),
         pa.field("source_name", pa.string(), nullable=False),
         pa.field("ledger_row", pa.int64(), nullable=False),
-        pa.field("extras", pa.string()),  # JSON object: header -> text
+        pa.field("extras", pa.string()),  # JSON array of texts; their header names: the ledger file's extras_names
     ],
     metadata={"alirecon": "LedgerLine v1"},
 )

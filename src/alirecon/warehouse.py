@@ -103,6 +103,9 @@ _FILE_COLS: list[_Col] = [
     ("warning_count", "INTEGER", True),
     ("row_count", "BIGINT", True),  # records parsed from the file; its lines are loaded only when 'parsed'
     ("ingested_at", "TIMESTAMPTZ", True),
+    # JSON array: the header name of each element of its lines' ``extras`` arrays (engine.extras_dict). NULL on
+    # files loaded before extras became arrays: their lines keep a JSON object of header -> text.
+    ("extras_names", "VARCHAR", False),
 ]
 
 _TABLES: dict[str, list[_Col]] = {
@@ -131,6 +134,7 @@ _TABLES: dict[str, list[_Col]] = {
         ("row_count", "BIGINT", True),
         ("ingested_at", "TIMESTAMPTZ", True),
         ("replaced_at", "TIMESTAMPTZ", False),
+        ("extras_names", "VARCHAR", False),  # as files.extras_names, for ledger_lines.extras
     ],
     "ledger_problems": [("load_id", "BIGINT", True), *_PROBLEM_COLS],
     "runs": [
@@ -329,6 +333,10 @@ def _first_error(problems: Sequence[errors.FormatError]) -> str | None:
     return next((str(p) for p in problems if p.severity == "error"), None)
 
 
+def _names_json(names: Sequence[str]) -> str:
+    return json.dumps(list(names), ensure_ascii=False)
+
+
 def _counts(problems: Sequence[errors.FormatError]) -> tuple[int, int]:
     errs = sum(1 for p in problems if p.severity == "error")
     return errs, len(problems) - errs
@@ -492,12 +500,14 @@ class Workspace:
                          "VALUES (?, ?, ?, ?, false)", [sha, path.name, str(path.absolute()), now])
         self.con.execute(
             "INSERT INTO files (sha256, first_name, size, family, report, variant, meta, status, reason, "
-            "error_count, warning_count, row_count, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "error_count, warning_count, row_count, ingested_at, extras_names) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [sha, path.name, size,
              (parsed.family or None) if parsed else None, (parsed.report or None) if parsed else None,
              (parsed.variant or None) if parsed else None,
              json.dumps(parsed.meta if parsed else {}, sort_keys=True, ensure_ascii=False),
-             status, _first_error(problems), n_err, n_warn, parsed.row_count if parsed else 0, now],
+             status, _first_error(problems), n_err, n_warn, parsed.row_count if parsed else 0, now,
+             _names_json(parsed.extras_names if parsed else ())],
         )
         self._insert_problems("problems", "sha256", sha, problems)
 
@@ -641,7 +651,8 @@ class Workspace:
             self.con.execute(f"INSERT INTO ledger_lines BY NAME SELECT *, {load_id} AS load_id "
                              f"FROM ({parsed.lines_sql()})")
             rows = int(scalar(self.con, "SELECT count(*) FROM ledger_lines WHERE load_id = ?", [load_id]))
-            self._insert_ledger_file(record, "current", problems, rows, load_id=load_id)
+            self._insert_ledger_file(record, "current", problems, rows, load_id=load_id,
+                                     extras_names=parsed.extras_names)
         return LedgerIngest(record.ledger_name, record.file_name, record.sha256, "new", rows,
                             tuple(sha for _, sha in previous), tuple(problems))
 
@@ -649,15 +660,16 @@ class Workspace:
         return int(scalar(self.con, "SELECT coalesce(max(load_id), 0) + 1 FROM ledger_files"))
 
     def _insert_ledger_file(self, record: _LedgerLoad, status: str, problems: Sequence[errors.FormatError],
-                            rows: int, *, load_id: int | None = None) -> None:
+                            rows: int, *, load_id: int | None = None, extras_names: Sequence[str] = ()) -> None:
         load_id = self._next_load_id() if load_id is None else load_id
         n_err, n_warn = _counts(problems)
         self.con.execute(
             "INSERT INTO ledger_files (load_id, ledger_name, sha256, file_name, source_path, size, config_sha256, "
-            "status, reason, error_count, warning_count, row_count, ingested_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, reason, error_count, warning_count, row_count, ingested_at, extras_names) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [load_id, record.ledger_name, record.sha256, record.file_name, str(record.path.absolute()),
-             record.size, record.config_sha256, status, _first_error(problems), n_err, n_warn, rows, _now()],
+             record.size, record.config_sha256, status, _first_error(problems), n_err, n_warn, rows, _now(),
+             _names_json(extras_names)],
         )
         self._insert_problems("ledger_problems", "load_id", load_id, problems)
 

@@ -77,7 +77,7 @@ def test_spec_refund_row_parses_to_exact_values(tmp_path: Path) -> None:
         "settlement_minor": -1, "fee_minor": 0, "account_id": ACCT, "line_no": 6}
     assert line["occurred_at"] == datetime(2019, 9, 16, 2, 56, 48, tzinfo=UTC)
     assert line["occurred_offset_min"] == 480
-    extras = extras_dict(line["extras"])
+    extras = extras_dict(line["extras"], parsed.extras_names)
     assert extras["门店编号"] == "alipay_store" and extras["对方账户"] == "*津水(602***@qq.com)"
     assert "终端号" not in extras  # a lone TAB is an empty cell
     expected_meta = {"account": ACCT, "period": "daily", "bill_date": "2019-09-16", "name_date": "20190916",

@@ -216,7 +216,7 @@ def lines_of(parsed: ParsedFile, fields: list[str]) -> list[dict[str, Any]]:
     for line in parsed.lines_arrow().to_pylist():
         row: dict[str, Any] = {f: line[f] for f in fields}
         if "extras" in row:
-            row["extras"] = extras_dict(row["extras"])
+            row["extras"] = extras_dict(row["extras"], parsed.extras_names)
         out.append(row)
     return out
 
@@ -481,7 +481,7 @@ def test_unknown_column_in_a_detail_header_is_kept(tmp_path: Path, con: Any) -> 
     parsed = parse(ap.TRANSACTION_DETAIL, tmp_path / "transactionItems_P_USD_B_G_000.csv", text, con)
     assert parsed.ok, codes(parsed)
     [line] = parsed.lines_arrow().to_pylist()
-    extras = extras_dict(line["extras"])
+    extras = extras_dict(line["extras"], parsed.extras_names)
     assert (line["settlement_minor"], line["line_no"], extras) == (700, 5, {"brandNewColumn": "xyz"})
 
 

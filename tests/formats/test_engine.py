@@ -6,10 +6,19 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alirecon.formats.engine import Column, Kind, Layout, _first_broken, compile_layout, new_connection
+from alirecon.formats.engine import (
+    Column,
+    Kind,
+    Layout,
+    _first_broken,
+    compile_layout,
+    extras_dict,
+    new_connection,
+)
 
 COLUMNS = (
     Column("cny", Kind.AMOUNT, nonempty=True, currency=("=CNY",)),
@@ -95,3 +104,27 @@ def test_an_exponent_override_is_honoured_by_the_fast_path() -> None:
     finally:
         plain.close()
         override.close()
+
+
+def test_extras_dict_pairs_the_array_with_the_file_names() -> None:
+    assert extras_dict('["a", null, "c"]', ("x", "y", "z")) == {"x": "a", "z": "c"}
+    assert extras_dict('["a", "b"]', ("x", "x")) == {"x": "b"}  # a header named twice: the later cell, as before
+    assert extras_dict('{"x": "a", "y": null}', None) == {"x": "a"}  # loaded before extras became arrays
+    assert extras_dict(None, ("x",)) == {}
+    with pytest.raises(ValueError, match="2 texts need their 2 header names"):
+        extras_dict('["a", "b"]', ("x",))
+    with pytest.raises(ValueError, match="need their"):
+        extras_dict('["a"]', None)
+
+
+def test_compiled_extras_are_a_json_array_in_header_order() -> None:
+    layout = Layout("test.extras", (Column("amount", Kind.AMOUNT, currency=("=CNY",)),), {"amount_minor": "{amount}"})
+    header = ["memo", "amount", 'note "q"']
+    compiled = compile_layout(layout, header)
+    assert compiled.extras_names == ("memo", 'note "q"')
+    con = new_connection()
+    con.register("src", pa.table({"c0": ["a\tb", None], "c1": ["1.00", "2.00"], "c2": ['x"y\\', "中文"]}))
+    got = [e for (e,) in con.execute(f"SELECT extras FROM ({compiled.query('src')})").fetchall()]
+    assert got == ['["a\\tb","x\\"y\\\\"]', '[null,"中文"]']  # JSON escapes; an empty cell is null
+    assert [extras_dict(e, compiled.extras_names) for e in got] == [
+        {"memo": "a\tb", 'note "q"': 'x"y\\'}, {'note "q"': "中文"}]

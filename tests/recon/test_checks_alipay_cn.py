@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -241,3 +242,45 @@ def test_fees_written_unsigned_with_the_by_type_convention(tmp_path: Path) -> No
         ws.close()
     assert failures(results) == set()
     assert [r["status"] for r in by_id(results, "CN-7")] == ["pass"]
+
+
+def _as_loaded_before_arrays(ws: Workspace, sha: str) -> None:
+    """Rewrite one file's lines as a workspace stored them before extras became arrays: a JSON object of
+    header -> text per line, and no extras_names on the file."""
+    [(names_json,)] = ws.con.execute("SELECT extras_names FROM files WHERE sha256 = ?", [sha]).fetchall()
+    names = json.loads(names_json)
+    pairs = ", ".join(f"'{n}', json_extract_string(extras, '$[{i}]')" for i, n in enumerate(names))
+    ws.con.execute(f"UPDATE report_lines SET extras = CAST(json_object({pairs}) AS VARCHAR) "
+                   "WHERE source_sha256 = ?", [sha])
+    ws.con.execute("UPDATE files SET extras_names = NULL WHERE sha256 = ?", [sha])
+
+
+def test_lines_loaded_before_extras_became_arrays_are_read_the_same(tmp_path: Path) -> None:
+    """An old workspace: one day's files keep JSON-object extras, the next day's are arrays. CN-3 (商家优惠),
+    CN-4 (收入 / 支出), CN-5 (账户余额 across both days' files in one query) and CN-6 (门店编号) read both."""
+    def disagree(rows: dict[str, list[Row]]) -> None:
+        rows["account_detail"][2]["账户余额（元）"] += 1
+        next(r for r in rows["trade_summary"] if r["门店编号"] == "S1")["商家实收（元）"] += 100
+
+    files = {**bill(edit=disagree, totals={"trade_detail": {"PAYMENT": {"merchant_discount": 16}}}),
+             **bill(period="2026-09-04", totals={"account_detail": {"INCOME": {"amount": 1}}})}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with Workspace.init(tmp_path / "ws", WorkspaceConfig()) as ws:
+        assert ws.ingest([tmp_path / n for n in files]).ok
+
+        def results() -> list[tuple[Any, ...]]:
+            return sorted((r["check_id"], r["reason_code"], r["status"], r["scope"], r["expected"], r["actual"])
+                          for r in pipeline.check(ws).results.to_pylist() if r["family"] == "alipay_cn")
+
+        arrays = results()
+        old_day = ws.con.execute("SELECT sha256 FROM files WHERE first_name LIKE '%20260903%'").fetchall()
+        assert len(old_day) == 4
+        for (sha,) in old_day:
+            _as_loaded_before_arrays(ws, sha)
+        assert results() == arrays
+    fails = {(r[0], r[1], r[3].split("/")[-1]) for r in arrays if r[2] == "fail"}
+    assert fails == {("CN-3", "FOOTER_MERCHANT_DISCOUNT_MISMATCH", "PAYMENT"), ("CN-5", "BALANCE_BREAK", "line 8"),
+                     ("CN-5", "BALANCE_BREAK", "line 7"), ("CN-6", "SUMMARY_DETAIL_MISMATCH", "settlement"),
+                     ("CN-6", "SUMMARY_TOTAL_INCONSISTENT", "settlement"), ("CN-4", "FOOTER_AMOUNT_MISMATCH", "INCOME")}
+    assert not [r for r in arrays if r[1] == "BALANCE_UNKNOWN"]

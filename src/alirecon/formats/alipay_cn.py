@@ -1131,7 +1131,7 @@ def provider_rows(parsed: ParsedFile) -> list[dict[str, Any]]:
         raise ValueError(f"{parsed.name}: provider_rows needs the texts in extras (parse with keep_extras)")
     out: list[dict[str, Any]] = []
     for row in rows_of(parsed.con, parsed, ", ".join(_ident(c) for c in sorted(cols))):
-        extras = extras_dict(row.get("extras"))
+        extras = extras_dict(row.get("extras"), parsed.extras_names)
         cells: dict[str, Any] = {}
         for col in layout.columns:
             if col.name not in found:

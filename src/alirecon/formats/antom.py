@@ -626,7 +626,7 @@ def provider_rows(parsed: ParsedFile) -> list[dict[str, Any]]:
     select = ", ".join(_ident(f) for f in fields)
     out: list[dict[str, Any]] = []
     for row in rows_of(parsed.con, parsed, select):
-        cells: dict[str, Any] = dict(extras_dict(row.get("extras")))
+        cells: dict[str, Any] = dict(extras_dict(row.get("extras"), parsed.extras_names))
         for col in layout.columns:
             if col.name not in present:
                 continue

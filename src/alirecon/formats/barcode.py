@@ -860,7 +860,7 @@ def provider_rows(parsed: ParsedFile) -> list[dict[str, Any]]:
         raise ValueError(f"{parsed.name}: provider_rows needs the texts in extras (parse with keep_extras)")
     out: list[dict[str, Any]] = []
     for (extras,) in parsed.con.execute(f"SELECT extras FROM {parsed.body.table} ORDER BY rowid").fetchall():
-        texts = extras_dict(extras)
+        texts = extras_dict(extras, parsed.extras_names)
         row: dict[str, Any] = {c.name: texts.get(parsed.header[found[c.name]]) for c in layout.columns
                                if c.name in found}
         typed = dict(row)

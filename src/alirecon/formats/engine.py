@@ -210,18 +210,34 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Non
     return rows[0][0] if rows else None
 
 
-def extra_sql(name: str, column: str = "extras") -> str:
-    """SQL for the text a line kept in ``extras`` under the header ``name`` (NULL when the cell was empty or
-    the file had no such column). ``extras`` is a JSON object of header -> text (schema.REPORT_LINE)."""
-    path = '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"json_extract_string({column}, {_sql_str(path)})"
+def extra_sql(name: str, names: Sequence[str] | None, column: str = "extras") -> str:
+    """SQL for the text a line of a file kept in ``extras`` under the header ``name`` (NULL when the cell was
+    empty or the file had no such column). ``names``: the file's ``extras_names`` (schema.REPORT_LINE); None
+    for lines stored before extras became arrays (a JSON object of header -> text, read by its key)."""
+    if names is None:
+        path = '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"json_extract_string({column}, {_sql_str(path)})"
+    if name not in names:
+        return "CAST(NULL AS VARCHAR)"
+    return f"json_extract_string({column}, '$[{_last_index(names, name)}]')"
 
 
-def extras_dict(value: str | None) -> dict[str, str]:
-    """The filled cells a line kept in ``extras`` (header -> text), from the stored JSON text."""
+def extras_dict(value: str | None, names: Sequence[str] | None) -> dict[str, str]:
+    """The filled cells a line kept in ``extras`` (header -> text): the JSON array paired with the file's
+    ``extras_names``, or (lines stored before extras became arrays) the JSON object as it is."""
     if not value:
         return {}
-    return {k: v for k, v in json.loads(value).items() if v is not None}
+    texts = json.loads(value)
+    if isinstance(texts, dict):
+        return {k: v for k, v in texts.items() if v is not None}
+    if names is None or len(names) != len(texts):
+        raise ValueError(f"extras of {len(texts)} texts need their {len(texts)} header names, got {names!r}")
+    return {k: v for k, v in zip(names, texts, strict=True) if v is not None}
+
+
+def _last_index(names: Sequence[str], name: str) -> int:
+    """A header named twice: the later cell wins, as it did in a JSON object (and does in ``extras_dict``)."""
+    return len(names) - 1 - list(reversed(names)).index(name)
 
 
 def _sql_str(value: str) -> str:
@@ -289,6 +305,7 @@ class Compiled:
     rules: list[_Rule]
     found: dict[str, int]  # documented column name -> 0-based header index
     extras: list[int]  # header indexes kept as extras
+    extras_names: tuple[str, ...]  # the header name of each element of a row's ``extras`` array
     bad_sql: str
     warn_sql: str
     prelude: list[str]  # source cell c<i> -> v<i>: NULL for empty cells and null tokens, computed once
@@ -510,15 +527,19 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
 
     select = [f"{substitute(tpl)} AS {_ident(out)}" for out, tpl in layout.outputs.items()]
     keep = layout.keep_extras if has_extras is None else has_extras
+    extras_names: tuple[str, ...] = ()
     if keep:
         extra_cols = extra_idx + [found[c.name] for c in layout.columns
                                   if c.name in found and (c.name not in used or c.name in layout.extras_keep)]
         extra_cols.sort()
         if extra_cols:
-            # a JSON object, not a MAP: DuckDB builds a MAP of ~20 texts 5-10x slower than json_object (measured
-            # with bench/alipay_cn_bench.py); empty cells are JSON nulls, which ``extras_dict`` leaves out
-            entries = ", ".join(f"{_sql_str(header[i])}, {value(i)}" for i in extra_cols)
-            select.append(f"CAST(json_object({entries}) AS VARCHAR) AS extras")
+            # A JSON array of the texts, their header names once per file (``extras_names``): a JSON object
+            # repeats ~20 names on every row, and building it was the parse's largest cost (+0.7 s of ~3 s wall
+            # and ~1 CPU-s per 1M-row 业务明细, bench/alipay_cn_bench.py; a MAP was 5-10x slower still). Empty
+            # cells are JSON nulls, which ``extras_dict`` leaves out.
+            texts = ", ".join(value(i) for i in extra_cols)
+            select.append(f"CAST(to_json(list_value({texts})) AS VARCHAR) AS extras")
+            extras_names = tuple(header[i] for i in extra_cols)
         else:
             select.append("CAST(NULL AS VARCHAR) AS extras")
     errs = [r for r in rules if r.severity == "error"]
@@ -529,6 +550,7 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
         rules=rules,
         found=found,
         extras=extra_idx,
+        extras_names=extras_names,
         bad_sql=clean.first_broken(errs, rules),
         warn_sql=clean.first_broken(warns, rules),
         prelude=prelude,
@@ -836,6 +858,7 @@ class BodyResult:
     line_sql: str  # SQL expression giving the physical line of each row of ``table``
     problems: list[errors.FormatError]
     columns: frozenset[str] = frozenset()  # output fields present in ``table``
+    extras_names: tuple[str, ...] = ()  # the header name of each element of a row's ``extras`` array
 
 
 _counter = itertools.count()
@@ -936,7 +959,7 @@ def read_csv_body(
         con.execute(f"UPDATE {table} SET __line = {linemap}.line FROM {linemap} WHERE {linemap}.idx = {table}.rowid")
         con.execute(f"DROP TABLE {linemap}")
         line_sql = "__line"
-    return BodyResult(table, rows, line_sql, problems, compiled.outputs), facts
+    return BodyResult(table, rows, line_sql, problems, compiled.outputs, compiled.extras_names), facts
 
 
 def _line_start(path: Path, duck_pos: int) -> int:
@@ -1030,7 +1053,7 @@ def convert_rows(
         create_table(con, table, compiled.query(src, ("__line",)) + " ORDER BY __line", small=True)
     finally:
         con.unregister(src)
-    return BodyResult(table, len(rows), "__line", [], compiled.outputs)
+    return BodyResult(table, len(rows), "__line", [], compiled.outputs, compiled.extras_names)
 
 
 def rule_problems(
@@ -1145,6 +1168,11 @@ class ParsedFile(errors.WithProblems):
     con: duckdb.DuckDBPyConnection | None = None
     body: BodyResult | None = None
     _tables: list[str] = field(default_factory=list)
+
+    @property
+    def extras_names(self) -> tuple[str, ...]:
+        """The header name of each element of a line's ``extras`` array (``extras_dict`` pairs them)."""
+        return self.body.extras_names if self.body is not None else ()
 
     def lines_sql(self) -> str:
         """A SELECT giving this file's lines with exactly the ``schema.REPORT_LINE`` columns."""

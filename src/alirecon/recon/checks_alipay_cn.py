@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,15 +28,24 @@ FAMILY = "alipay_cn"
 _ALIASES = {c.name: (c.name, *c.aliases) for c in (*TRADE_DETAIL_COLUMNS, *ACCOUNT_DETAIL_COLUMNS)}
 
 
-def _text(column: str) -> str:
-    """The written text of ``column`` (under its documented name or a built-in alias) from ``extras``."""
-    names = _ALIASES.get(column, (column,))
-    return f"coalesce({', '.join(extra_sql(n) for n in names)})"
+def _text(column: str, files: Sequence[BillFile]) -> str:
+    """The written text of ``column`` (under its documented name or a built-in alias) from the ``extras`` of
+    lines of ``files``: where it sits in the array depends on the file's header, so files that agree share
+    one branch."""
+    aliases = _ALIASES.get(column, (column,))
+    by_names: dict[tuple[str, ...] | None, list[str]] = defaultdict(list)
+    for f in files:
+        by_names[f.extras_names].append(f.sha256)
+    branches = {names: f"coalesce({', '.join(extra_sql(a, names) for a in aliases)})" for names in by_names}
+    if len(branches) == 1:
+        return next(iter(branches.values()))
+    cases = " ".join(f"WHEN source_sha256 IN {_in(shas)} THEN {branches[names]}" for names, shas in by_names.items())
+    return f"CASE {cases} END"
 
 
-def _fen(column: str) -> str:
+def _fen(column: str, files: Sequence[BillFile]) -> str:
     """The fen of an amount kept as text (validated at parse time: at most 2 decimals, so exact)."""
-    return f"ar_major({_text(column)}, ar_exp({_sql_str(CURRENCY)}))"
+    return f"ar_major({_text(column, files)}, ar_exp({_sql_str(CURRENCY)}))"
 
 
 @dataclass
@@ -45,6 +54,7 @@ class BillFile:
     name: str
     report: str
     meta: dict[str, str]
+    extras_names: tuple[str, ...] | None  # None: lines loaded with JSON-object extras (engine.extra_sql)
 
     @property
     def account(self) -> str | None:
@@ -74,9 +84,10 @@ class BillFile:
 def bill_files(ctx: CheckContext) -> dict[tuple[str, str], dict[str, list[BillFile]]]:
     """Parsed Alipay China files grouped by bill key, then report (each list ordered by name)."""
     out: dict[tuple[str, str], dict[str, list[BillFile]]] = defaultdict(lambda: defaultdict(list))
-    for f in _rows(ctx, f"SELECT sha256, name, report, meta FROM {ctx.files} WHERE family = '{FAMILY}' "
-                        "ORDER BY name, sha256"):
-        bill = BillFile(f["sha256"], f["name"], f["report"], json.loads(f["meta"] or "{}"))
+    for f in _rows(ctx, f"SELECT sha256, name, report, meta, extras_names FROM {ctx.files} "
+                        f"WHERE family = '{FAMILY}' ORDER BY name, sha256"):
+        names = None if f["extras_names"] is None else tuple(json.loads(f["extras_names"]))
+        bill = BillFile(f["sha256"], f["name"], f["report"], json.loads(f["meta"] or "{}"), names)
         out[bill.key][bill.report].append(bill)
     return out
 
@@ -98,12 +109,13 @@ def _in(shas: Sequence[str]) -> str:
 # CN-3, CN-4: footers vs rows
 
 
-def _footer_check(ctx: CheckContext, check_id: str, report: str, aggregates: str,
+def _footer_check(ctx: CheckContext, check_id: str, report: str, aggregates: Callable[[BillFile], str],
                   figures: dict[tuple[str, str], str]) -> Iterator[Result]:
-    """Compare each declared (scope, figure) of every ``report`` file with ``aggregates`` over its lines."""
+    """Compare each declared (scope, figure) of every ``report`` file with ``aggregates(file)`` over its lines."""
     for key, reports in sorted(bill_files(ctx).items()):
         for f in reports.get(report, []):
-            agg = _rows(ctx, f"SELECT {aggregates} FROM {ctx.lines} WHERE source_sha256 = {_sql_str(f.sha256)}")[0]
+            agg = _rows(ctx, f"SELECT {aggregates(f)} FROM {ctx.lines} "
+                             f"WHERE source_sha256 = {_sql_str(f.sha256)}")[0]
             declared = {(d["scope"], d["figure"]): d for d in _declared(ctx, f.sha256)}
             for (scope, figure), column in figures.items():
                 d = declared.get((scope, figure))
@@ -118,11 +130,12 @@ def _footer_check(ctx: CheckContext, check_id: str, report: str, aggregates: str
 @check("CN-3", FAMILY, "业务明细 footers: 交易 and 退款 counts and sums of 商家实收 and 商家优惠 = the rows",
        "alipay-cn.md 6.1 (footer meaning), 11 CN-3")
 def _cn_3(ctx: CheckContext) -> Iterator[Result]:
-    aggregates = ", ".join(
-        f"count(*) FILTER (WHERE raw_type = '{kind}') AS {scope}_count, "
-        f"sum(settlement_minor) FILTER (WHERE raw_type = '{kind}') AS {scope}_settlement, "
-        f"sum({_fen('商家优惠（元）')}) FILTER (WHERE raw_type = '{kind}') AS {scope}_discount"
-        for kind, scope in (("交易", "payment"), ("退款", "refund")))
+    def aggregates(f: BillFile) -> str:
+        return ", ".join(
+            f"count(*) FILTER (WHERE raw_type = '{kind}') AS {scope}_count, "
+            f"sum(settlement_minor) FILTER (WHERE raw_type = '{kind}') AS {scope}_settlement, "
+            f"sum({_fen('商家优惠（元）', [f])}) FILTER (WHERE raw_type = '{kind}') AS {scope}_discount"
+            for kind, scope in (("交易", "payment"), ("退款", "refund")))
     figures = {(scope.upper(), figure): f"{scope}_{col}" for scope in ("payment", "refund")
                for figure, col in (("count", "count"), ("settlement", "settlement"),
                                    ("merchant_discount", "discount"))}
@@ -132,9 +145,10 @@ def _cn_3(ctx: CheckContext) -> Iterator[Result]:
 @check("CN-4", FAMILY, "账务明细 footers: 收入 and 支出 counts and sums = the rows",
        "alipay-cn.md 8.1, 8.3 [inferred: a row counts where its amount is not zero], 11 CN-4")
 def _cn_4(ctx: CheckContext) -> Iterator[Result]:
-    income, expense = _fen("收入金额（+元）"), _fen("支出金额（-元）")
-    aggregates = (f"count(*) FILTER (WHERE {income} <> 0) AS income_count, sum({income}) AS income_amount, "
-                  f"count(*) FILTER (WHERE {expense} <> 0) AS expense_count, sum({expense}) AS expense_amount")
+    def aggregates(f: BillFile) -> str:
+        income, expense = _fen("收入金额（+元）", [f]), _fen("支出金额（-元）", [f])
+        return (f"count(*) FILTER (WHERE {income} <> 0) AS income_count, sum({income}) AS income_amount, "
+                f"count(*) FILTER (WHERE {expense} <> 0) AS expense_count, sum({expense}) AS expense_amount")
     figures = {(scope.upper(), figure): f"{scope}_{figure}" for scope in ("income", "expense")
                for figure in ("count", "amount")}
     yield from _footer_check(ctx, "CN-4", "account_detail", aggregates, figures)
@@ -154,7 +168,7 @@ def _cn_5(ctx: CheckContext) -> Iterator[Result]:
     # first (the 2012 bill, spec 8.3): a's balance = b's + a's movement.
     pairs = f"""
         WITH l AS (SELECT source_sha256 AS sha, line_no, amount_minor AS m, occurred_at AS at,
-                          {_fen('账户余额（元）')} AS bal,
+                          {_fen('账户余额（元）', files)} AS bal,
                           row_number() OVER (PARTITION BY source_sha256 ORDER BY line_no) AS i
                    FROM {ctx.lines} WHERE source_sha256 IN {_in([f.sha256 for f in files])})
         SELECT a.sha, a.line_no AS line_a, b.line_no AS line_b, a.bal AS bal_a, b.bal AS bal_b, a.m AS m_a,
@@ -200,28 +214,41 @@ def _cn_5(ctx: CheckContext) -> Iterator[Result]:
 # CN-6: 汇总 vs detail
 
 
-_TRADE_AGG = {
-    "trade_count": "count(*) FILTER (WHERE raw_type = '交易')",
-    "refund_count": "count(*) FILTER (WHERE raw_type = '退款')",
-    "amount": "sum(amount_minor)",
-    "settlement": "sum(settlement_minor)",
-    "alipay_discount": f"sum({_fen('支付宝优惠（元）')})",
-    "merchant_discount": f"sum({_fen('商家优惠（元）')})",
-    "card": f"sum({_fen('卡消费金额（元）')})",
-    "fee": "sum(__fee_written)",  # as written, like the summary's column
-    "royalty": f"sum({_fen('分润（元）')})",
-}
-_ACCOUNT_AGG = {
-    "income_count": f"count(*) FILTER (WHERE {_fen('收入金额（+元）')} <> 0)",
-    "income": f"sum({_fen('收入金额（+元）')})",
-    "expense_count": f"count(*) FILTER (WHERE {_fen('支出金额（-元）')} <> 0)",
-    "expense": f"sum({_fen('支出金额（-元）')})",
-    "total": f"sum(coalesce({_fen('收入金额（+元）')}, 0) + coalesce({_fen('支出金额（-元）')}, 0))",
-}
-# summary report -> (detail report, group expression over the detail lines, scope prefix, aggregates)
-_PAIRS = {
-    "trade_summary": ("trade_detail", f"coalesce({_text('门店编号')}, '')", "store", _TRADE_AGG),
-    "account_summary": ("account_detail", "coalesce(raw_type, '')", "type", _ACCOUNT_AGG),
+def _trade_aggregates(files: Sequence[BillFile]) -> dict[str, str]:
+    return {
+        "trade_count": "count(*) FILTER (WHERE raw_type = '交易')",
+        "refund_count": "count(*) FILTER (WHERE raw_type = '退款')",
+        "amount": "sum(amount_minor)",
+        "settlement": "sum(settlement_minor)",
+        "alipay_discount": f"sum({_fen('支付宝优惠（元）', files)})",
+        "merchant_discount": f"sum({_fen('商家优惠（元）', files)})",
+        "card": f"sum({_fen('卡消费金额（元）', files)})",
+        "fee": "sum(__fee_written)",  # as written, like the summary's column
+        "royalty": f"sum({_fen('分润（元）', files)})",
+    }
+
+
+def _account_aggregates(files: Sequence[BillFile]) -> dict[str, str]:
+    income, expense = _fen("收入金额（+元）", files), _fen("支出金额（-元）", files)
+    return {
+        "income_count": f"count(*) FILTER (WHERE {income} <> 0)",
+        "income": f"sum({income})",
+        "expense_count": f"count(*) FILTER (WHERE {expense} <> 0)",
+        "expense": f"sum({expense})",
+        "total": f"sum(coalesce({income}, 0) + coalesce({expense}, 0))",
+    }
+
+
+def _store(files: Sequence[BillFile]) -> str:
+    return f"coalesce({_text('门店编号', files)}, '')"
+
+
+# summary report -> (detail report, group expression over the detail lines, scope prefix, aggregates); the
+# expressions are built for the detail files at hand (their extras differ by header)
+_PAIRS: dict[str, tuple[str, Callable[[Sequence[BillFile]], str], str,
+                        Callable[[Sequence[BillFile]], dict[str, str]]]] = {
+    "trade_summary": ("trade_detail", _store, "store", _trade_aggregates),
+    "account_summary": ("account_detail", lambda files: "coalesce(raw_type, '')", "type", _account_aggregates),
 }
 
 
@@ -258,8 +285,10 @@ def _same_bill(key: tuple[str, str], s: BillFile, details: list[BillFile]) -> It
                          f"{what.lower()}: summary {a!r}, detail {b!r}")
 
 
-def _summary_vs_detail(ctx: CheckContext, key: tuple[str, str], s: BillFile, details: list[BillFile], group: str,
-                       prefix: str, aggregates: dict[str, str]) -> Iterator[Result]:
+def _summary_vs_detail(ctx: CheckContext, key: tuple[str, str], s: BillFile, details: list[BillFile],
+                       group_of: Callable[[Sequence[BillFile]], str], prefix: str,
+                       aggregates_of: Callable[[Sequence[BillFile]], dict[str, str]]) -> Iterator[Result]:
+    group, aggregates = group_of(details), aggregates_of(details)
     summary = _Summary()
     for d in _declared(ctx, s.sha256):
         summary.add(d["scope"], d["figure"], int(d["value"]), int(d["line_no"]))

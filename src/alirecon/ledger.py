@@ -37,6 +37,7 @@ from . import errors
 from .config import LEDGER_CURRENCY_FIELDS, LEDGER_MONEY_FIELDS, LEDGER_TEXT_FIELDS, LedgerConfig
 from .formats.base import TableReport, Variant
 from .formats.engine import (
+    FAST_PATH_MIN_ROWS,
     BodyResult,
     Column,
     Compiled,
@@ -323,7 +324,8 @@ def _read_parquet(path: Path, layout: Layout, config: LedgerConfig, con: duckdb.
                       for i, (c, t) in enumerate(columns))
     source = f"(SELECT {texts}, file_row_number + 1 AS __line FROM {scan})"
     table = _tmp_name("ledger")
-    con.execute(f"CREATE TEMP TABLE {table} AS {compiled.query(source, ('__line',))} ORDER BY __line")
+    fast = int(con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]) >= FAST_PATH_MIN_ROWS  # metadata only
+    con.execute(f"CREATE TEMP TABLE {table} AS {compiled.query(source, ('__line',), fast=fast)} ORDER BY __line")
     ledger._owned.append(table)
     ledger.table, ledger.line_sql, ledger.columns = table, "__line", compiled.outputs
     ledger.extras_names = compiled.extras_names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -10,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alirecon.formats import engine
 from alirecon.formats.engine import (
     Column,
     Kind,
     Layout,
+    ParseOptions,
     _first_broken,
     compile_layout,
     extras_dict,
@@ -54,7 +57,7 @@ def _first_broken_rules(con: duckdb.DuckDBPyConnection, rows: list[list[Any]], *
                       **{f"c{i}": pa.array([r[i] for r in rows], pa.string()) for i in range(len(HEADER))}})
     con.register("cells", table)
     errs = [r for r in compiled.rules if r.severity == "error"]
-    bad = compiled.bad_sql if fast else _first_broken(errs, compiled.rules)
+    bad = compiled.bad_fast_sql if fast else _first_broken(errs, compiled.rules)
     try:
         return [v for (v,) in con.execute(
             f"SELECT {bad} FROM {compiled.values('cells', ('__i',))} ORDER BY __i").fetchall()]
@@ -77,7 +80,7 @@ def rows_near_clean(draw: st.DrawFn) -> list[Any]:
 @settings(max_examples=150)
 @given(rows=st.lists(rows_near_clean(), min_size=1, max_size=20))
 def test_fast_path_flags_exactly_the_rows_the_rules_flag(con: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> None:
-    assert "regexp_full_match(concat(" in compile_layout(LAYOUT, HEADER).bad_sql  # the fast path is in use
+    assert "regexp_full_match(concat(" in compile_layout(LAYOUT, HEADER).bad_fast_sql  # the fast path is in use
     assert _first_broken_rules(con, [CLEAN], fast=True) == [None]
     fast = _first_broken_rules(con, rows, fast=True)
     full = _first_broken_rules(con, rows, fast=False)
@@ -128,3 +131,29 @@ def test_compiled_extras_are_a_json_array_in_header_order() -> None:
     assert got == ['["a\\tb","x\\"y\\\\"]', '[null,"中文"]']  # JSON escapes; an empty cell is null
     assert [extras_dict(e, compiled.extras_names) for e in got] == [
         {"memo": "a\tb", 'note "q"': 'x"y\\'}, {'note "q"': "中文"}]
+
+
+def test_only_large_files_take_the_fast_path_and_both_flag_the_same_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path doubles a query's planning time (a tiny file: ~0.1 s -> ~0.3 s), so ``read_csv_body`` takes
+    it from ``_SMALL_FILE`` bytes; a file read both ways gives the same flags."""
+    rows = [CLEAN, *([*CLEAN[:k], miss, *CLEAN[k + 1:]] for k in range(len(HEADER)) for miss in ("1.005", "x"))]
+    path = tmp_path / "t.csv"
+    path.write_text(",".join(HEADER) + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    queries: list[str] = []
+    create = engine.create_table
+    monkeypatch.setattr(engine, "create_table", lambda con, table, query, *, small: (
+        queries.append(query), create(con, table, query, small=small))[1])
+
+    def flags() -> list[tuple[Any, Any]]:
+        con = new_connection()
+        body, _ = engine.read_csv_body(con, path, name=path.name, header=HEADER,
+                                       compiled=compile_layout(LAYOUT, HEADER), header_lines=1, facts_thread=None,
+                                       trailer_offset=None, options=ParseOptions())
+        return con.execute(f"SELECT __bad, __warn FROM {body.table} ORDER BY rowid").fetchall()
+
+    small = flags()
+    monkeypatch.setattr(engine, "_SMALL_FILE", 0)
+    large = flags()
+    assert ["regexp_full_match(concat(" in q for q in queries] == [False, True]
+    assert small == large and small[0] == (None, None) and sum(bad is not None for bad, _ in small) > len(HEADER)

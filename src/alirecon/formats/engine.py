@@ -306,17 +306,23 @@ class Compiled:
     found: dict[str, int]  # documented column name -> 0-based header index
     extras: list[int]  # header indexes kept as extras
     extras_names: tuple[str, ...]  # the header name of each element of a row's ``extras`` array
-    bad_sql: str
+    bad_sql: str  # index of the first broken error rule: one CASE over every rule
     warn_sql: str
+    bad_fast_sql: str  # the same, with the clean-row fast path (_CleanRow) in front: for large inputs only
+    warn_fast_sql: str
     prelude: list[str]  # source cell c<i> -> v<i>: NULL for empty cells and null tokens, computed once
     exponents: list[str]  # v<i> -> x<i>: the exponent of each currency column, computed once
     null_tokens: tuple[str, ...]  # what reads as an empty cell ("" and the layout's tokens)
 
-    def query(self, source: str, passthrough: Sequence[str] = (), *, nulls_done: bool = False) -> str:
+    def query(self, source: str, passthrough: Sequence[str] = (), *, nulls_done: bool = False,
+              fast: bool = False) -> str:
         """SELECT the outputs plus ``__bad``/``__warn`` (index of the first broken rule) from ``source``,
         a relation with columns c0, c1, ... (and the ``passthrough`` columns, kept as they are).
-        ``nulls_done``: the source already reads ``null_tokens`` as NULL (read_csv's ``nullstr``)."""
-        outer = ", ".join([*self.select, f"{self.bad_sql} AS __bad", f"{self.warn_sql} AS __warn", *passthrough])
+        ``nulls_done``: the source already reads ``null_tokens`` as NULL (read_csv's ``nullstr``).
+        ``fast``: check rows through the clean-row fast path; it saves ~40% of the rule time on a large file
+        but roughly doubles the planning time (a tiny file: ~0.1 s -> ~0.3 s), so only large inputs use it."""
+        bad, warn = (self.bad_fast_sql, self.warn_fast_sql) if fast else (self.bad_sql, self.warn_sql)
+        outer = ", ".join([*self.select, f"{bad} AS __bad", f"{warn} AS __warn", *passthrough])
         return f"SELECT {outer} FROM {self.values(source, passthrough, nulls_done=nulls_done)}"
 
     def values(self, source: str, passthrough: Sequence[str] = (), *, nulls_done: bool = False) -> str:
@@ -551,8 +557,10 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
         found=found,
         extras=extra_idx,
         extras_names=extras_names,
-        bad_sql=clean.first_broken(errs, rules),
-        warn_sql=clean.first_broken(warns, rules),
+        bad_sql=_first_broken(errs, rules),
+        warn_sql=_first_broken(warns, rules),
+        bad_fast_sql=clean.first_broken(errs, rules),
+        warn_fast_sql=clean.first_broken(warns, rules),
         prelude=prelude,
         exponents=exponent_sql,
         null_tokens=nulls,
@@ -566,6 +574,7 @@ def _formula_sql(v: str) -> str:
 
 
 _SMALL_FILE = 4 * _MB
+FAST_PATH_MIN_ROWS = 20_000  # inputs counted in rows (Parquet) take the clean-row fast path from here (~4 MB of CSV)
 
 
 @contextmanager
@@ -646,7 +655,8 @@ class _CleanRow:
 def _first_broken(subset: list[_Rule], all_rules: list[_Rule]) -> str:
     if not subset:
         return "CAST(NULL AS INTEGER)"
-    whens = " ".join(f"WHEN {r.sql} THEN {all_rules.index(r)}" for r in subset)
+    number = {id(r): k for k, r in enumerate(all_rules)}  # by identity: list.index compared every field, O(n^2)
+    whens = " ".join(f"WHEN {r.sql} THEN {number[id(r)]}" for r in subset)
     return f"CASE {whens} END"
 
 
@@ -907,9 +917,9 @@ def read_csv_body(
             + f" THEN trim(c{i}, {_sql_str(trim_cells)}) ELSE c{i} END AS c{i}"
             for i in range(ncols))
         source = f"(SELECT {trimmed} FROM {source})"
+    large = os.path.getsize(path) >= _SMALL_FILE
     try:
-        create_table(con, table, compiled.query(source, nulls_done=not trim_cells),
-                     small=os.path.getsize(path) < _SMALL_FILE)
+        create_table(con, table, compiled.query(source, nulls_done=not trim_cells, fast=large), small=not large)
     except duckdb.InvalidInputException as exc:
         # DuckDB raises, instead of rejecting the line, for some malformed files (a bare CR in an unquoted
         # cell): report it as a typed problem with an empty body rather than crash.

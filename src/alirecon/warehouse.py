@@ -393,7 +393,9 @@ class Workspace:
         except BaseException:
             con.close()
             raise
-        return cls(root, config, Archive(root / ARCHIVE_DIR), con)
+        archive = Archive(root / ARCHIVE_DIR)
+        archive.remove_stale_parts()  # parts of a put killed earlier (never among the objects)
+        return cls(root, config, archive, con)
 
     def close(self) -> None:
         self.con.close()
@@ -738,6 +740,17 @@ class Workspace:
         """Record that a source lists this file; ``(True, row)`` when a complete version has the same size and
         mtime (nothing to fetch), else ``(False, open attempt row)``."""
         return self.remote_seen_many(account, source, [Listed(remote_path, name, size, mtime)], now)[0]
+
+    def remote_unchanged(self, account: str | None, source: str, listed: Sequence[Listed]) -> set[str]:
+        """The listed paths whose newest complete version has the same size and mtime (read only: what
+        ``remote_seen_many`` would skip), so a caller can leave them unread."""
+        newest: dict[str, RemoteFile] = {}
+        for row in self._remote_rows("account IS NOT DISTINCT FROM ? AND source = ? AND state = 'complete' AND "
+                                     "list_contains(?, remote_path)",
+                                     [account, source, sorted({e.remote_path for e in listed})], order="version"):
+            newest[row.remote_path] = row
+        return {e.remote_path for e in listed if (r := newest.get(e.remote_path)) is not None
+                and (r.size, r.mtime) == (e.size, e.mtime)}
 
     def remote_seen_many(self, account: str | None, source: str, listed: Sequence[Listed],
                          now: datetime) -> list[tuple[bool, RemoteFile]]:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from alirecon import errors
 from alirecon.cli import app
 from alirecon.sandbox.world import World
+from alirecon.sources import folder
 from alirecon.sources.folder import import_folder, list_folder
 from alirecon.warehouse import Workspace
 
@@ -100,3 +101,22 @@ def test_fetch_command_imports_a_folder(tmp_path: Path, small_world: World) -> N
     assert result.exit_code == 0, result.stdout
     out = json.loads(result.stdout)["accounts"][0]
     assert out["source"] == "folder" and out["new"] == len(reports) and out["skipped"] == 1
+
+
+def test_a_reimport_reads_only_what_changed(tmp_path: Path, small_world: World,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files recorded with their size and mtime are skipped unread; a touched one and files no report recognised
+    (never recorded) are looked at again."""
+    reports = portal_folder(small_world, tmp_path / "downloads")
+    with Workspace.init(tmp_path / "ws") as ws:
+        assert import_folder(ws, tmp_path / "downloads", account="antom-v1").new == len(reports)
+        detected: list[str] = []
+        detect = folder.detect_file
+        monkeypatch.setattr(folder, "detect_file", lambda path, name: (detected.append(name), detect(path, name))[1])
+        again = import_folder(ws, tmp_path / "downloads", account="antom-v1")
+        assert (again.new, again.skipped, detected) == (0, len(reports) + 1, ["README.txt"])
+        os.utime(reports[1], (1_900_000_000, 1_900_000_000))
+        detected.clear()
+        third = import_folder(ws, tmp_path / "downloads", account="antom-v1")
+        assert sorted(detected) == sorted(["README.txt", reports[1].name])
+        assert {Path(f.path).name: f.status for f in third.files}[reports[1].name] == "unchanged"

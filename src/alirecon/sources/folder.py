@@ -4,9 +4,10 @@ Why: when SFTP is not set up, or a file was deleted from the server after its 7 
 portal is the only way to get it, under names the SFTP convention does not follow (antom.md 2.2). Such
 files are recognised by the format registry (header first, name second), archived and recorded in the
 manifest exactly like fetched ones, so ``status`` and the ingest treat both alike. Files no report
-recognises (notes, screenshots) are listed as skipped and left alone. A zip (an Alipay China bill
-downloaded from the merchant console, alipay-cn.md 1.1 and 4) is taken when one of its entries is a known
-report; it is archived as it is and its entries are ingested (``fetch.ingest_fetched``).
+recognises (notes, screenshots) are listed as skipped and left alone; files recorded with the same size and
+mtime are skipped without being read (a re-import of a large folder reads nothing it already has). A zip (an
+Alipay China bill downloaded from the merchant console, alipay-cn.md 1.1 and 4) is taken when one of its entries
+is a known report; it is archived as it is and its entries are ingested (``fetch.ingest_fetched``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from .. import errors
 from ..fetch import FetchProgress, FetchSummary, FileFetch, ingest_fetched, is_bill_zip
 from ..formats import registry
-from ..warehouse import Workspace
+from ..warehouse import Listed, Workspace
 from . import RemoteEntry
 from .billzip import extract_bill_zip
 
@@ -74,15 +75,21 @@ def import_folder(ws: Workspace, folder: Path, *, account: str | None = None, no
     started = time.perf_counter()
     summary = FetchSummary(account or "", "folder", directories=[str(Path(folder).absolute())])
     entries = list_folder(folder)
+    listed = [Listed(e.path, e.name, e.size, e.mtime) for e in entries]
+    unchanged = ws.remote_unchanged(account, "folder", listed)  # recorded as they are now: not read again
+    reports = []
+    for entry, item in zip(entries, listed, strict=True):
+        if entry.path not in unchanged:
+            try:
+                detect_file(Path(entry.path), entry.name)
+            except errors.FormatError as exc:
+                summary.finish(FileFetch(entry.path, entry.name, "skipped", entry.size, error=str(exc),
+                                         code=exc.code), progress)
+                continue
+        reports.append((entry, item))
     todo = []
-    for entry in entries:
-        try:
-            detect_file(Path(entry.path), entry.name)
-        except errors.FormatError as exc:
-            summary.finish(FileFetch(entry.path, entry.name, "skipped", entry.size, error=str(exc), code=exc.code),
-                           progress)
-            continue
-        skip, row = ws.remote_seen(account, "folder", entry.path, entry.name, entry.size, entry.mtime, now)
+    seen = ws.remote_seen_many(account, "folder", [item for _, item in reports], now)  # one transaction
+    for (entry, _), (skip, row) in zip(reports, seen, strict=True):
         if skip:
             summary.finish(FileFetch(entry.path, entry.name, "skipped", row.size, row.sha256, row.version), progress)
         else:

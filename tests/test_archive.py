@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -218,3 +221,35 @@ def test_property_content_addressing(tmp_path_factory: pytest.TempPathFactory, b
         assert store.path_of(sha).read_bytes() == blob
     assert list(store) == sorted(created)
     assert _parts(root) == []
+
+
+KILLED_PUT = """
+import os, stat, sys, time
+from alirecon import archive
+fsync = os.fsync
+def slow_fsync(fd):
+    if stat.S_ISREG(os.fstat(fd).st_mode):  # the part's own fsync (directories are synced before it)
+        print("writing", flush=True)
+        time.sleep(60)  # killed here: the part is written, not yet published
+    fsync(fd)
+archive.os.fsync = slow_fsync
+archive.Archive(sys.argv[1]).put_bytes(b"never published")
+"""
+
+
+def test_a_put_killed_midway_leaves_nothing_among_the_objects_and_its_part_is_swept(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_PUT, str(root)], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"writing\n"
+    live = Archive(root).remove_stale_parts()  # its writer still runs: kept
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    store = Archive(root)
+    objects = [p for p in store.objects.rglob("*") if p.is_file()] if store.objects.is_dir() else []
+    parts = _parts(tmp_path)
+    assert (live, objects, [p.parent.name for p in parts]) == ([], [], ["tmp"])
+    mine = store._staged_path()
+    mine.write_bytes(b"a live writer's part")
+    assert store.remove_stale_parts() == [parts[0].name]
+    assert _parts(tmp_path) == [mine] and list(store) == []
+    assert store.put_bytes(b"never published").created is True

@@ -4,14 +4,16 @@ Why: providers delete files after 7 days (antom.md 2.1) and everything else can 
 raw bytes (DESIGN.md "Raw bytes are sacred"), so an object is written once, atomically, under its
 sha256 and never modified or deleted by us. Layout: ``<root>/sha256/<first 2 hex>/<sha256>``.
 
-Writing protocol: the bytes go to a private ``<dest>.<token>.part`` beside the destination (same
-directory, so the same filesystem), are flushed and fsynced, then published with ``os.link`` - an
-atomic rename that refuses to overwrite, so of several concurrent puts of the same bytes exactly one
+Writing protocol: the bytes go to a private ``<root>/tmp/<pid>-<token>.part`` (under the same root, so the
+same filesystem, and never among the objects), are flushed and fsynced, then published with ``os.link`` -
+an atomic rename that refuses to overwrite, so of several concurrent puts of the same bytes exactly one
 creates the object and none rewrites it - and finally the directory is fsynced. Where hard links are
 not supported the publish falls back to ``os.replace`` (still atomic; a racing writer can then only
 replace an object with identical bytes). The per-writer token keeps concurrent writers off each
-other's ``.part`` file. ``put_many`` (a fetch's many small files) runs the same protocol for a batch with
-one group commit of the fsyncs, staging in unnamed ``O_TMPFILE`` files where the system has them.
+other's ``.part`` file; a writer killed mid-put leaves its part in ``tmp``, never an unfinished file among
+the objects, and ``remove_stale_parts`` (run when a workspace opens) deletes the parts of writers that are
+gone. ``put_many`` (a fetch's many small files) runs the same protocol for a batch with one group commit of
+the fsyncs, staging in unnamed ``O_TMPFILE`` files where the system has them.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ __all__ = ["Archive", "ArchiveError", "PutResult"]
 
 T = TypeVar("T")
 CHUNK = 4 * 1024 * 1024
-STAGING_DIR = "tmp"  # under the root, beside (never inside) the objects: put_many's named parts where needed
+STAGING_DIR = "tmp"  # under the root, beside (never inside) the objects: the named parts of puts
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_STAGED_RE = re.compile(r"([0-9]+)-[0-9a-f]+\.part")  # <writer pid>-<token>.part (other files in tmp: not ours)
 # Writes the object's bytes to the open ``.part`` file; returns the sha256 and size actually written.
 _Writer = Callable[[BinaryIO], tuple[str, int]]
 
@@ -145,10 +148,30 @@ class Archive:
                 return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o444), None
             except (AttributeError, OSError):  # no O_TMPFILE on this system or file system
                 self._unnamed = False
-        staging = self.root / STAGING_DIR
-        staging.mkdir(exist_ok=True)
-        named = staging / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+        named = self._staged_path()
         return os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), named
+
+    def _staged_path(self) -> Path:
+        """A fresh private name for a part: ``<root>/tmp/<pid>-<token>.part``."""
+        staging = self.root / STAGING_DIR
+        staging.mkdir(parents=True, exist_ok=True)
+        return staging / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+
+    def remove_stale_parts(self) -> list[str]:
+        """Delete the staged parts whose writer process is gone (killed in the middle of a put); return their
+        names. A part of a live writer, or of a process that reused a dead writer's pid, is left alone."""
+        staging = self.root / STAGING_DIR
+        if not staging.is_dir():
+            return []
+        removed = []
+        for part in staging.iterdir():
+            m = _STAGED_RE.fullmatch(part.name)
+            if m is None or _process_alive(int(m.group(1))):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+                removed.append(part.name)
+        return sorted(removed)
 
     def _link_staged(self, fd: int, named: Path | None, dest: Path, data: bytes) -> bool:
         """Give a staged, fsynced file its object name (refusing to overwrite); False when it was already there."""
@@ -233,7 +256,7 @@ class Archive:
     def _publish(self, sha: str, write: _Writer, *, source: str = "<bytes>") -> PutResult:
         dest = self.path_of(sha)
         _makedirs_durable(dest.parent, stop=self.root)
-        part = dest.with_name(f"{dest.name}.{os.getpid()}-{secrets.token_hex(6)}.part")
+        part = self._staged_path()
         try:
             with open(part, "xb") as out:
                 got_sha, size = write(out)
@@ -248,6 +271,18 @@ class Archive:
                 os.unlink(part)
         _fsync_dir(dest.parent)
         return PutResult(sha, size, created)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours to signal (EPERM), or cannot be asked: treat as alive
+        return True
+    return True
 
 
 def _hash_stream(f: BinaryIO) -> tuple[str, int]:

@@ -109,6 +109,8 @@ def archive_is_clean(ws: Workspace) -> list[str]:
         for p in objects.rglob("*"):
             if p.is_file() and (p.name.endswith(".part") or len(p.name) != 64):
                 bad.append(f"{p.name}: not a finished object")
+    # a put killed earlier left its part in tmp; opening the workspace swept it (its writer is gone)
+    bad += [f"{name}: stale part" for name in ws.archive.remove_stale_parts()]
     return bad
 
 

@@ -274,10 +274,8 @@ class Archive:
 
 
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except OSError:  # exists but is not ours to signal (EPERM), or cannot be asked: treat as alive

@@ -324,12 +324,13 @@ def _read_parquet(path: Path, layout: Layout, config: LedgerConfig, con: duckdb.
                       for i, (c, t) in enumerate(columns))
     source = f"(SELECT {texts}, file_row_number + 1 AS __line FROM {scan})"
     table = _tmp_name("ledger")
-    fast = int(con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]) >= FAST_PATH_MIN_ROWS  # metadata only
+    rows = int(con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0])  # from the metadata; every row is kept
+    fast = rows >= FAST_PATH_MIN_ROWS
     con.execute(f"CREATE TEMP TABLE {table} AS {compiled.query(source, ('__line',), fast=fast)} ORDER BY __line")
     ledger._owned.append(table)
     ledger.table, ledger.line_sql, ledger.columns = table, "__line", compiled.outputs
     ledger.extras_names = compiled.extras_names
-    ledger.row_count = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+    ledger.row_count = rows
     ledger.problems.extend(_rule_problems(ledger, compiled, source, options))
     return ledger
 

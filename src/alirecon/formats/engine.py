@@ -308,11 +308,19 @@ class Compiled:
     extras_names: tuple[str, ...]  # the header name of each element of a row's ``extras`` array
     bad_sql: str  # index of the first broken error rule: one CASE over every rule
     warn_sql: str
-    bad_fast_sql: str  # the same, with the clean-row fast path (_CleanRow) in front: for large inputs only
-    warn_fast_sql: str
     prelude: list[str]  # source cell c<i> -> v<i>: NULL for empty cells and null tokens, computed once
     exponents: list[str]  # v<i> -> x<i>: the exponent of each currency column, computed once
     null_tokens: tuple[str, ...]  # what reads as an empty cell ("" and the layout's tokens)
+    clean: _CleanRow  # the clean-row fast path; its SQL is built only for the large inputs that use it
+
+    @property
+    def bad_fast_sql(self) -> str:
+        """``bad_sql`` with the clean-row fast path in front."""
+        return self.clean.first_broken([r for r in self.rules if r.severity == "error"], self.rules, self.bad_sql)
+
+    @property
+    def warn_fast_sql(self) -> str:
+        return self.clean.first_broken([r for r in self.rules if r.severity != "error"], self.rules, self.warn_sql)
 
     def query(self, source: str, passthrough: Sequence[str] = (), *, nulls_done: bool = False,
               fast: bool = False) -> str:
@@ -559,11 +567,10 @@ def compile_layout(layout: Layout, header: Sequence[str], meta: Mapping[str, str
         extras_names=extras_names,
         bad_sql=_first_broken(errs, rules),
         warn_sql=_first_broken(warns, rules),
-        bad_fast_sql=clean.first_broken(errs, rules),
-        warn_fast_sql=clean.first_broken(warns, rules),
         prelude=prelude,
         exponents=exponent_sql,
         null_tokens=nulls,
+        clean=clean,
     )
 
 
@@ -640,8 +647,8 @@ class _CleanRow:
     def add(self, index: int, pattern: str, *, empty_ok: bool) -> None:
         self.cells[index] = f"(?:{pattern})?" if empty_ok else f"(?:{pattern})"
 
-    def first_broken(self, subset: list[_Rule], all_rules: list[_Rule]) -> str:
-        full = _first_broken(subset, all_rules)
+    def first_broken(self, subset: list[_Rule], all_rules: list[_Rule], full: str) -> str:
+        """``full`` (the CASE over every rule of ``subset``) behind the one-regex test for clean rows."""
         if not self.cells or not any(r.covered for r in subset):
             return full
         residual = _first_broken([r for r in subset if not r.covered], all_rules)
